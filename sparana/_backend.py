@@ -1,0 +1,160 @@
+"""Array backends: NumPy/SciPy on the CPU, CuPy/cupyx on the GPU.
+
+A model holds exactly one :class:`Backend`. Everything that differs between the
+CPU and the GPU is either the array module (``xp``), the sparse module (``sp``)
+or a kernel in :mod:`sparana.kernels`; nothing else branches on the device.
+CuPy is optional: importing Sparana never needs it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import scipy.sparse
+
+COMP_TYPES = ("CPU", "GPU")
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+class BackendError(RuntimeError):
+    """The requested compute type cannot be used on this machine."""
+
+
+@functools.lru_cache(maxsize=None)
+def _cupy():
+    """Return the cupy module, or None when CuPy is missing or sees no device."""
+    try:
+        import cupy
+    except Exception:  # ImportError, or a broken CUDA install raising on import
+        return None
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return None
+    except Exception:
+        return None
+    return cupy
+
+
+def gpu_available() -> bool:
+    """True when CuPy is installed and at least one CUDA device is visible."""
+    return _cupy() is not None
+
+
+def resolve_comp_type(comp_type) -> str:
+    """Map ``None``/'CPU'/'GPU' (any case) to 'CPU' or 'GPU'.
+
+    ``None`` picks the GPU when CuPy and a device are present, else the CPU.
+    Asking for 'GPU' without them raises :class:`BackendError`.
+    """
+    if comp_type is None:
+        return "GPU" if gpu_available() else "CPU"
+    if not isinstance(comp_type, str) or comp_type.upper() not in COMP_TYPES:
+        raise ValueError(f"comp_type must be one of {COMP_TYPES} or None, got {comp_type!r}")
+    comp_type = comp_type.upper()
+    if comp_type == "GPU" and not gpu_available():
+        try:
+            import cupy  # noqa: F401
+        except Exception as exc:
+            reason = f"CuPy cannot be imported ({exc.__class__.__name__}: {exc}); install the 'gpu' extra"
+        else:
+            reason = "CuPy is installed but sees no CUDA device"
+        raise BackendError(f"comp_type='GPU' was requested but {reason}. Use comp_type='CPU' or None.")
+    return comp_type
+
+
+def resolve_dtype(dtype):
+    """Map 'float32'/'float64' or the NumPy types to a NumPy dtype class."""
+    if dtype in DTYPES:
+        return DTYPES[dtype]
+    if dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, np.dtype) and dtype.type in DTYPES.values():
+        return dtype.type
+    raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+
+
+class Backend:
+    """The array module, sparse module, kernels and float type of one model."""
+
+    def __init__(self, comp_type=None, dtype="float32"):
+        self.comp_type = resolve_comp_type(comp_type)
+        self.dtype = resolve_dtype(dtype)
+        if self.comp_type == "GPU":
+            import cupyx.scipy.sparse
+
+            from .kernels import gpu as kernels
+
+            self.xp = _cupy()
+            self.sp = cupyx.scipy.sparse
+        else:
+            from .kernels import cpu as kernels
+
+            self.xp = np
+            self.sp = scipy.sparse
+        self.kernels = kernels
+
+    def __repr__(self):
+        return f"Backend(comp_type={self.comp_type!r}, dtype={np.dtype(self.dtype).name!r})"
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.comp_type == "GPU"
+
+    def asarray(self, array, dtype=None):
+        """``array`` on this backend's device (a no-op when it already is)."""
+        if self.is_gpu:
+            return self.xp.asarray(array, dtype=dtype)
+        return np.asarray(to_host(array), dtype=dtype)
+
+    def asfloat(self, array):
+        """``array`` on this device as a C-contiguous array of the model's float type."""
+        return self.xp.ascontiguousarray(self.asarray(array, dtype=self.dtype))
+
+    def zeros(self, shape, dtype=None):
+        return self.xp.zeros(shape, dtype=dtype or self.dtype)
+
+    def csr(self, matrix):
+        """A CSR matrix of this backend built from any host or device sparse/dense matrix."""
+        if self.is_gpu:
+            if scipy.sparse.issparse(matrix):
+                matrix = scipy.sparse.csr_matrix(matrix)
+                return self.sp.csr_matrix(
+                    (self.xp.asarray(matrix.data, dtype=self.dtype), self.xp.asarray(matrix.indices),
+                     self.xp.asarray(matrix.indptr)), shape=matrix.shape)
+            if self.sp.issparse(matrix):
+                return self.sp.csr_matrix(matrix, dtype=self.dtype)
+            return self.sp.csr_matrix(self.xp.asarray(matrix, dtype=self.dtype))
+        return scipy.sparse.csr_matrix(csr_to_host(matrix), dtype=self.dtype)
+
+
+def array_module(array):
+    """numpy or cupy, whichever ``array`` belongs to."""
+    if is_device_array(array):
+        return _cupy()
+    return np
+
+
+def is_device_array(array) -> bool:
+    """True for a CuPy array (without importing CuPy when it is not loaded)."""
+    return type(array).__module__.split(".")[0] == "cupy"
+
+
+def to_host(array):
+    """A NumPy array (or SciPy sparse matrix) holding ``array``; host arrays pass through."""
+    if array is None:
+        return None
+    if is_device_array(array):
+        return array.get()
+    module = type(array).__module__
+    if module.startswith("cupyx"):
+        return array.get()
+    return array
+
+
+def csr_to_host(matrix):
+    """A SciPy CSR copy-free view of a host or device sparse matrix (dense input is converted)."""
+    matrix = to_host(matrix)
+    if scipy.sparse.issparse(matrix):
+        return matrix.tocsr()
+    return scipy.sparse.csr_matrix(np.asarray(matrix))

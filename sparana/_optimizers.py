@@ -1,0 +1,317 @@
+"""Optimizers: SGD (with momentum), Adam, the original's madadad and adadad, and selected training.
+
+Every optimizer updates only the entries it may train:
+
+* pruned weights of a dense layer (its ``prune_mask``) never move, so they stay zero;
+* a sparse layer's pattern never changes: only its stored values are updated;
+* with ``selected=True`` (``SelectedAdamOptimizer``, ``SelectedSGDOptimizer``)
+  only the weights under each layer's ``training_mask`` move, bit for bit, and
+  the optimizer state (moments, velocities) exists only for those weights.
+
+Regularisation: ``l1_constant`` and ``l2_constant`` add l1*sum|W| + l2/2*sum W^2
+to the loss (``regularization='coupled'``, the default), or, with
+``regularization='original'``, apply the original's decoupled decay
+W -= lr * (l2/B * W + l1/B * sign(W)) after each step (B the batch size, lr
+the base rate even inside Adam). Biases are never regularised. ``clip`` clips
+the data gradient element-wise to [-clip, clip] (the original Adam always
+clipped at 1).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from ._backend import to_host
+from ._layers import check_ratio
+from ._losses import resolve_loss
+
+REGULARIZATIONS = ("coupled", "original")
+
+
+def _positive(name, value, allow_zero=False):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+    return float(value)
+
+
+class _Slot:
+    """Optimizer state of one parameter array: which entries train, and per-entry state."""
+
+    def __init__(self, layer, version, shape, keys, index, state):
+        self.layer = layer
+        self.version = version
+        self.shape = shape
+        self.keys = keys
+        self.index = index
+        self.state = state
+
+
+def _remap(old_keys, old_values, new_keys, xp):
+    """State for ``new_keys`` taken from the entries of ``old_keys`` where they match, zero elsewhere."""
+    order = np.argsort(old_keys, kind="stable")
+    sorted_keys = old_keys[order]
+    position = np.minimum(np.searchsorted(sorted_keys, new_keys), max(sorted_keys.size - 1, 0))
+    found = sorted_keys[position] == new_keys if sorted_keys.size else np.zeros(new_keys.size, bool)
+    result = xp.zeros(new_keys.size, dtype=old_values.dtype)
+    result[xp.asarray(np.flatnonzero(found))] = old_values[xp.asarray(order[position[found]])]
+    return result
+
+
+class Optimizer:
+    """Shared training loop; subclasses define the per-array update and its state."""
+
+    state_names = ()
+
+    def __init__(self, model, learning_rate, l1_constant=None, l2_constant=None, loss="cross_entropy",
+                 regularization="coupled", clip=None, backward_layers=None, selected=False,
+                 train_final_layer=False, train_biases=True, bitmasks=None):
+        self.model = model
+        self.learning_rate = _positive("learning_rate", learning_rate)
+        self.l1 = 0.0 if l1_constant is None else _positive("l1_constant", l1_constant, allow_zero=True)
+        self.l2 = 0.0 if l2_constant is None else _positive("l2_constant", l2_constant, allow_zero=True)
+        self.loss = resolve_loss(loss)
+        if regularization not in REGULARIZATIONS:
+            raise ValueError(f"regularization must be one of {REGULARIZATIONS}, got {regularization!r}")
+        self.regularization = regularization
+        self.clip = 0.0 if clip is None else _positive("clip", clip)
+        if train_final_layer and backward_layers is None:
+            backward_layers = 1
+        model._first_trained(backward_layers)  # validates
+        self.backward_layers = backward_layers
+        self.selected = bool(selected)
+        self.train_final_layer = bool(train_final_layer)
+        self.train_biases = bool(train_biases)
+        if bitmasks is not None and len(bitmasks) != model.depth:
+            raise ValueError(f"bitmasks must hold one mask (or None) per layer ({model.depth}), got {len(bitmasks)}")
+        self.bitmasks = bitmasks
+        self.steps = 0
+        self._slots = {}
+
+    # ------------------------------------------------------------------ public
+    def train_step(self, inputs, labels):
+        """One step on a batch; returns the batch loss (without the regularisation penalty)."""
+        model = self.model
+        value = model.backprop(inputs, labels, self.loss, self.backward_layers)
+        batch = len(inputs)
+        self.steps += 1
+        self._begin_step()
+        coupled = self.regularization == "coupled"
+        l1, l2 = (self.l1, self.l2) if coupled else (0.0, 0.0)
+        decay1, decay2 = (0.0, 0.0) if coupled else (self.learning_rate * self.l1 / batch,
+                                                     self.learning_rate * self.l2 / batch)
+        for i in range(model._first_trained(self.backward_layers), model.depth):
+            layer = model.layers[i]
+            slot = self._slot(i, layer, "weights")
+            self._update(layer.values.reshape(-1), layer.grad_weights.reshape(-1), slot, l1, l2, decay1, decay2)
+            if self.train_biases:
+                slot = self._slot(i, layer, "biases")
+                self._update(layer.biases, layer.grad_biases, slot, 0.0, 0.0, 0.0, 0.0)
+        return value
+
+    def get_gradients(self, inputs, labels):
+        """[(dL/dW, dL/db), ...] on a batch, with this optimizer's loss and penalties."""
+        l1, l2 = (self.l1, self.l2) if self.regularization == "coupled" else (0.0, 0.0)
+        return self.model.gradients(inputs, labels, self.loss, l1, l2)
+
+    def state_arrays(self):
+        """{(layer index, 'weights'|'biases', state name): host array}, plus the step counter."""
+        result = {}
+        for (i, kind), slot in self._slots.items():
+            for name, array in slot.state.items():
+                result[(i, kind, name)] = to_host(array)
+        return result
+
+    # --------------------------------------------------------------- internals
+    def _begin_step(self):
+        pass
+
+    def _trained_mask(self, i, layer):
+        """Boolean mask of the entries of ``layer.values`` this optimizer trains, or None for all."""
+        mask = layer.prune_mask
+        if self.bitmasks is not None and self.bitmasks[i] is not None:
+            bitmask = layer._as_mask(self.bitmasks[i], f"bitmasks[{i}]")
+            mask = bitmask if mask is None else mask & bitmask
+        final_free = self.train_final_layer and i == self.model.depth - 1
+        if self.selected and not final_free:
+            if layer.training_mask is None:
+                raise ValueError(f"layer {i} has no training mask: set one (e.g. with parameter_selector) "
+                                 f"or leave the layer out with backward_layers")
+            mask = layer.training_mask if mask is None else mask & layer.training_mask
+        return mask
+
+    def _slot(self, i, layer, kind):
+        old = self._slots.get((i, kind))
+        if old is not None and old.layer is layer and old.version == layer.version:
+            return old
+        xp = layer.backend.xp
+        shape = (layer.input_size, layer.size)
+        if kind == "weights":
+            mask = self._trained_mask(i, layer)
+            index = None if mask is None else xp.flatnonzero(mask.reshape(-1))
+            keys = layer.value_keys()
+            if index is not None:
+                keys = keys[to_host(index)]
+        else:
+            index, keys = None, np.arange(layer.size)
+        size = keys.size
+        if old is not None and old.shape == shape:
+            state = {name: _remap(old.keys, array, keys, xp) for name, array in old.state.items()}
+        else:
+            state = {name: xp.zeros(size, dtype=layer.backend.dtype) for name in self._state_names()}
+        slot = _Slot(layer, layer.version, shape, keys, index, state)
+        self._slots[(i, kind)] = slot
+        return slot
+
+    def _state_names(self):
+        return self.state_names
+
+    def _update(self, w, g, slot, l1, l2, decay1, decay2):
+        raise NotImplementedError
+
+
+class SGDOptimizer(Optimizer):
+    """Stochastic gradient descent, with heavy-ball momentum when ``momentum`` > 0.
+
+    velocity <- momentum * velocity + g;  W <- W - lr * velocity.
+    """
+
+    def __init__(self, model, learning_rate, l1_constant=None, l2_constant=None, momentum=0.0, **options):
+        super().__init__(model, learning_rate, l1_constant, l2_constant, **options)
+        self.momentum = _positive("momentum", momentum, allow_zero=True)
+        if self.momentum >= 1:
+            raise ValueError(f"momentum must be below 1, got {momentum!r}")
+
+    def _state_names(self):
+        return ("velocity",) if self.momentum else ()
+
+    def _update(self, w, g, slot, l1, l2, decay1, decay2):
+        kernels = self.model.backend.kernels
+        kernels.sgd_update(w, g, slot.state.get("velocity"), slot.index, self.learning_rate, self.momentum,
+                           self.clip, l1, l2, decay1, decay2)
+
+
+class AdamOptimizer(Optimizer):
+    """Adam (Kingma and Ba) in the original's form.
+
+    The bias correction is folded into the step size,
+    lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t), and epsilon is added to
+    sqrt(v): W <- W - lr_t * m / (sqrt(v) + epsilon). The default epsilon is
+    1e-8 (the original's '10e-8' was 1e-7 by mistake); pass ``clip=1.0`` for
+    the original's element-wise gradient clipping.
+    """
+
+    state_names = ("m", "v")
+
+    def __init__(self, model, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8, l1_constant=None,
+                 l2_constant=None, **options):
+        super().__init__(model, learning_rate, l1_constant, l2_constant, **options)
+        check_ratio("beta1", beta1, high=1.0)
+        check_ratio("beta2", beta2, high=1.0)
+        if beta1 >= 1 or beta2 >= 1:
+            raise ValueError(f"beta1 and beta2 must be below 1, got {beta1!r} and {beta2!r}")
+        self.beta1, self.beta2 = float(beta1), float(beta2)
+        self.epsilon = _positive("epsilon", epsilon)
+        self._step_size = 0.0
+
+    def _begin_step(self):
+        t = self.steps
+        self._step_size = self.learning_rate * math.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
+
+    def _update(self, w, g, slot, l1, l2, decay1, decay2):
+        self.model.backend.kernels.adam_update(
+            w, g, slot.state["m"], slot.state["v"], slot.index, self._step_size, self.beta1, self.beta2,
+            self.epsilon, self.clip, l1, l2, decay1, decay2)
+
+
+def SelectedAdamOptimizer(model, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8, l1_constant=None,
+                          l2_constant=None, backward_layers=None, train_final_layer=False, **options):
+    """Adam that trains only the weights under each layer's ``training_mask``.
+
+    Only the last ``backward_layers`` layers are trained; ``train_final_layer``
+    trains the whole final layer without a mask (alone, unless
+    ``backward_layers`` asks for more). Biases of the trained layers follow
+    ``train_biases`` (default True, as the original).
+    """
+    return AdamOptimizer(model, learning_rate, beta1, beta2, epsilon, l1_constant, l2_constant,
+                         backward_layers=backward_layers, train_final_layer=train_final_layer,
+                         selected=True, **options)
+
+
+def SelectedSGDOptimizer(model, learning_rate, l1_constant=None, l2_constant=None, momentum=0.0,
+                         backward_layers=None, train_final_layer=False, **options):
+    """SGD that trains only the weights under each layer's ``training_mask`` (see SelectedAdamOptimizer)."""
+    return SGDOptimizer(model, learning_rate, l1_constant, l2_constant, momentum,
+                        backward_layers=backward_layers, train_final_layer=train_final_layer,
+                        selected=True, **options)
+
+
+class _AcceleratingOptimizer(Optimizer):
+    """Element-wise xp code shared by the original's experimental madadad and adadad."""
+
+    state_names = ("accumulator",)
+
+    def __init__(self, model, learning_rate, friction, l1_constant=None, l2_constant=None, **options):
+        super().__init__(model, learning_rate, l1_constant, l2_constant, **options)
+        check_ratio("friction", friction)
+        self.friction = float(friction)
+
+    def _update(self, w, g, slot, l1, l2, decay1, decay2):
+        xp = self.model.backend.xp
+        wi = w if slot.index is None else w[slot.index]
+        gi = g if slot.index is None else g[slot.index]
+        if self.clip:
+            gi = xp.clip(gi, -self.clip, self.clip)
+        gi = gi + l2 * wi + l1 * xp.sign(wi)
+        step = self._step(gi, slot.state["accumulator"]) + decay2 * wi + decay1 * xp.sign(wi)
+        if slot.index is None:
+            w -= step.astype(w.dtype, copy=False)
+        else:
+            w[slot.index] = wi - step
+
+    def _step(self, g, accumulator):
+        raise NotImplementedError
+
+
+class MadadadOptimizer(_AcceleratingOptimizer):
+    """"Gradients that keep moving in the same direction move faster" (spec section 3.4).
+
+    Per entry, A counts (with friction f) the consecutive steps whose gradient
+    had the same sign: A <- f*A*[sign(A) = sign(-g)] + sign(-g); the step is
+    lr * g * |A|.
+    """
+
+    def _step(self, g, accumulator):
+        xp = self.model.backend.xp
+        direction = -xp.sign(g)
+        accumulator *= (xp.sign(accumulator) == direction)
+        accumulator *= self.friction
+        accumulator += direction
+        return self.learning_rate * g * xp.abs(accumulator)
+
+
+class AdadadOptimizer(_AcceleratingOptimizer):
+    """Element-wise heavy-ball momentum that resets on a change of direction (spec section 3.5).
+
+    W <- W - lr * (g + momentum * A); then A is zeroed where g * A < -epsilon
+    and A <- f*A + g. For the first 9 steps A stays zero (plain SGD).
+    ``momentum`` defaults to 1, the original's effective value.
+    """
+
+    def __init__(self, model, learning_rate, friction, momentum=None, l1_constant=None, l2_constant=None,
+                 epsilon=1e-7, **options):
+        super().__init__(model, learning_rate, friction, l1_constant, l2_constant, **options)
+        self.momentum = 1.0 if momentum is None else _positive("momentum", momentum, allow_zero=True)
+        self.epsilon = _positive("epsilon", epsilon, allow_zero=True)
+
+    def _step(self, g, accumulator):
+        step = self.learning_rate * (g + self.momentum * accumulator)
+        accumulator *= (g * accumulator > -self.epsilon)
+        accumulator *= self.friction
+        accumulator += g
+        if self.steps < 10:
+            accumulator[...] = 0
+        return step

@@ -1,0 +1,160 @@
+"""Sparse layers: weights held in CSR, memory and time proportional to the stored entries.
+
+Weights are a CSR matrix of shape (n_out, n_in), the original's orientation.
+The forward pass is a sparse-dense product (SpMM), the weight gradient is
+computed only at the stored entries (SDDMM) and never as a dense matrix, and
+the input gradient is a transposed SpMM. The pattern never changes during
+training; :meth:`SparseLayer.keep_only` (pruning) is the only way to shrink it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse
+
+from ._backend import csr_to_host, to_host
+from .kernels import SparsePattern
+from ._layers import Layer
+
+
+class SparseLayer(Layer):
+    """A layer whose weights are a CSR matrix (n_out, n_in) with a fixed pattern."""
+
+    is_sparse = True
+
+    def __init__(self, size=None, weights=None, biases=None, dropout=None, inputs=None, learning_rate=None):
+        super().__init__(size, weights, biases, dropout, inputs, learning_rate)
+        self._pattern = None
+        self._data = None
+
+    @property
+    def weights(self):
+        """The CSR matrix (n_out, n_in) on the layer's device; shares memory with the layer."""
+        if self._pattern is None:
+            return None
+        p = self._pattern
+        return self.backend.sp.csr_matrix((self._data, p.indices, p.indptr), shape=p.shape)
+
+    @weights.setter
+    def weights(self, value):
+        self.set_parameters(value, None)
+
+    @property
+    def values(self):
+        """The stored weight values (the CSR data vector, in CSR order)."""
+        return self._data
+
+    @property
+    def pattern(self):
+        return self._pattern
+
+    @property
+    def nnz(self):
+        return self._pattern.nnz
+
+    @property
+    def prune_mask(self):
+        """Always None: a sparse layer's pattern is its mask."""
+        return None
+
+    def set_parameters(self, weights, biases=None):
+        """Load a CSR (or any sparse or dense) matrix of shape (n_out, n_in) and optional biases.
+
+        A dense matrix stores its non-zero entries; a sparse matrix keeps its pattern.
+        """
+        host = to_host(weights)
+        if scipy.sparse.issparse(host):
+            matrix = scipy.sparse.csr_matrix(host, dtype=self.backend.dtype, copy=True)
+        else:
+            dense = np.asarray(host)
+            if dense.ndim != 2:
+                raise ValueError(f"sparse layer weights must be a 2-D (n_out, n_in) matrix, got shape {dense.shape}")
+            matrix = scipy.sparse.csr_matrix(dense.astype(self.backend.dtype))
+        matrix.sum_duplicates()
+        matrix.sort_indices()
+        n_out, n_in = matrix.shape
+        if self.input_size is not None and n_in != self.input_size:
+            raise ValueError(f"sparse weights of shape ({self._size or n_out}, {self.input_size}) expected "
+                             f"(n_out, n_in; this layer has {self.input_size} inputs), got {matrix.shape}")
+        if self._size is not None and n_out != self._size:
+            raise ValueError(f"sparse weights with {self._size} rows (the layer size) expected, got {matrix.shape}")
+        self._size, self.input_size = int(n_out), int(n_in)
+        self._set_pattern(matrix.indptr, matrix.indices, matrix.data)
+        if biases is not None:
+            self.biases = biases
+        elif self._biases is None or self._biases.shape != (n_out,):
+            self._biases = self.backend.zeros((n_out,))
+
+    def _set_pattern(self, indptr, indices, data):
+        xp = self.backend.xp
+        self._pattern = SparsePattern(indptr, indices, (self._size, self.input_size), xp=xp)
+        self._data = self.backend.asfloat(data)
+        self._training_mask = None
+        self.grad_weights = None
+        self._version += 1
+
+    def _move_to(self, backend):
+        host = self.to_scipy()
+        mask = to_host(self._training_mask)
+        biases = to_host(self._biases)
+        self.backend = backend
+        self._set_pattern(host.indptr, host.indices, host.data)
+        self._biases = backend.asfloat(biases)
+        if mask is not None:
+            self._training_mask = backend.asarray(mask)
+        self._clear_cache()
+
+    def to_scipy(self):
+        """A host SciPy CSR copy of the weights (n_out, n_in)."""
+        return csr_to_host(self.weights).copy()
+
+    def dense_weights(self):
+        """W as a dense (n_in, n_out) array on the layer's device (the dense layers' orientation)."""
+        return self.weights.T.toarray()
+
+    def value_keys(self):
+        """Flat position of every stored entry in the dense (n_in, n_out) matrix."""
+        return self._pattern.keys()
+
+    def keep_only(self, keep):
+        """Prune: remove the stored entries where ``keep`` is False from the pattern."""
+        keep = self._as_mask(keep, "keep mask")
+        keep_host = to_host(keep)
+        mask = None if self._training_mask is None else to_host(self._training_mask)[keep_host]
+        p = self._pattern
+        rows = to_host(p.rows)[keep_host]
+        indices = to_host(p.indices)[keep_host]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=self._size))])
+        self._set_pattern(indptr, indices, self._data[keep])
+        if mask is not None:
+            self._training_mask = self.backend.asarray(mask)
+
+    def _product(self, values, x, out, relu):
+        self.backend.kernels.spmm(self._pattern, values, x, self._biases, relu, out)
+
+    def _weight_gradient(self, grad_z, x, out):
+        self.backend.kernels.sddmm(self._pattern, grad_z, x, out)
+
+    def _input_gradient(self, values, grad_z, out):
+        self.backend.kernels.spmm_t(self._pattern, values, grad_z, out)
+
+
+class SparseReluLayer(SparseLayer):
+    """Sparse layer with a ReLU activation (the original's ``sparse_relu_layer``)."""
+
+    activation = "relu"
+
+
+class SparseLinearLayer(SparseLayer):
+    """Sparse layer with no activation (the original's ``sparse_linear_layer``)."""
+
+    activation = "linear"
+
+
+class SparseSoftmaxLayer(SparseLayer):
+    """Sparse layer with a softmax over its units (the original never built it)."""
+
+    activation = "softmax"
+
+
+SPARSE_LAYERS = {cls.activation: cls for cls in (SparseReluLayer, SparseLinearLayer, SparseSoftmaxLayer)}

@@ -1,0 +1,23 @@
+"""Compute kernels: Numba on the CPU (:mod:`.cpu`), CuPy on the GPU (:mod:`.gpu`).
+
+Every backend module provides the same functions with the same arguments:
+
+``bias_activation(z, bias, relu)``
+    z += bias[:, None]; ReLU when asked (in place).
+``relu_backward(grad, outputs, scale=1.0)``
+    grad *= scale * (outputs > 0) (in place).
+``spmm(pattern, data, x, bias, relu, out)``
+    out = W @ x (+ bias, ReLU) for a CSR W of the pattern with values ``data``.
+``spmm_t(pattern, data, grad, out)``
+    out = W.T @ grad.
+``sddmm(pattern, grad, x, out)``
+    out[p] = grad[row_p] . x[col_p], the gradient at the stored entries only.
+``adam_update(...)`` / ``sgd_update(...)``
+    fused, optionally index-restricted optimizer steps.
+
+Activations are feature-major: arrays of shape (features, batch).
+"""
+
+from .pattern import SparsePattern
+
+__all__ = ["SparsePattern"]

@@ -1,0 +1,51 @@
+"""The fixed non-zero pattern of a sparse layer and the index arrays its kernels need."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse
+
+from .._backend import to_host as _host
+
+
+class SparsePattern:
+    """Index arrays of a CSR matrix of shape (n_out, n_in), built once per pattern.
+
+    ``indptr``/``indices``: the CSR structure (sorted column indices).
+    ``rows``: the row of every stored entry (COO rows, in CSR order).
+    ``t_indptr``/``t_indices``/``perm``: the same pattern as CSR of the
+    transpose (i.e. CSC), where ``perm[q]`` is the CSR position of the q-th
+    transposed entry, so that ``data[perm]`` are the transpose's values.
+    All arrays live on the device of ``xp``.
+    """
+
+    def __init__(self, indptr, indices, shape, xp=np):
+        indptr = np.asarray(_host(indptr), dtype=np.int64)
+        indices = np.asarray(_host(indices), dtype=np.int64)
+        n_out, n_in = (int(s) for s in shape)
+        if indptr.shape != (n_out + 1,) or indptr[0] != 0 or indptr[-1] != indices.size:
+            raise ValueError(f"CSR indptr of length {n_out + 1} ending at {indices.size} expected, "
+                             f"got length {indptr.size} ending at {indptr[-1] if indptr.size else None}")
+        if indices.size and (indices.min() < 0 or indices.max() >= n_in):
+            raise ValueError(f"CSR column indices must lie in [0, {n_in}), got [{indices.min()}, {indices.max()}]")
+        rows = np.repeat(np.arange(n_out, dtype=np.int64), np.diff(indptr))
+        if indices.size > 1:
+            keys = rows * n_in + indices
+            if np.any(np.diff(keys) <= 0):
+                raise ValueError("CSR column indices must be sorted and free of duplicates within each row")
+        transpose = scipy.sparse.csr_matrix(
+            (np.arange(indices.size, dtype=np.int64), indices, indptr), shape=(n_out, n_in)).tocsc()
+        transpose.sort_indices()
+        self.shape = (n_out, n_in)
+        self.nnz = int(indices.size)
+        self.indptr = xp.asarray(indptr)
+        self.indices = xp.asarray(indices)
+        self.rows = xp.asarray(rows)
+        self.t_indptr = xp.asarray(transpose.indptr.astype(np.int64))
+        self.t_indices = xp.asarray(transpose.indices.astype(np.int64))
+        self.perm = xp.asarray(transpose.data.astype(np.int64))
+
+    def keys(self):
+        """Position of every stored entry in the dense (n_in x n_out) weight matrix, flattened."""
+        return _host(self.indices) * self.shape[0] + _host(self.rows)
+

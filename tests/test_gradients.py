@@ -1,0 +1,89 @@
+"""Every gradient against central finite differences, in float64."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from conftest import build_model
+
+EPS = 1e-6
+
+
+def numeric_gradient(model, array, x, y, loss, l1, l2):
+    """Central differences of model.loss over every entry of ``array`` (a view into the model)."""
+    flat = array.reshape(-1)
+    grad = np.zeros(flat.size)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + EPS
+        plus = model.loss(x, y, loss, l1, l2)
+        flat[i] = old - EPS
+        minus = model.loss(x, y, loss, l1, l2)
+        flat[i] = old
+        grad[i] = (plus - minus) / (2 * EPS)
+    return grad.reshape(array.shape)
+
+
+def check_gradients(model, x, y, loss="cross_entropy", l1=0.0, l2=0.0):
+    analytic = model.gradients(x, y, loss, l1, l2)
+    for i, (layer, (g_w, g_b)) in enumerate(zip(model.layers, analytic)):
+        n_w = numeric_gradient(model, layer.values, x, y, loss, l1, l2)
+        n_b = numeric_gradient(model, layer.biases, x, y, loss, 0.0, 0.0)
+        scale = max(1.0, np.abs(n_w).max())
+        np.testing.assert_allclose(g_w, n_w, atol=1e-6 * scale, rtol=1e-5, err_msg=f"weights of layer {i}")
+        np.testing.assert_allclose(g_b, n_b, atol=1e-6 * max(1.0, np.abs(n_b).max()), rtol=1e-5,
+                                   err_msg=f"biases of layer {i}")
+
+
+HEADS = ["linear", "softmax", "relu"]
+LOSSES = ["cross_entropy", "quadratic"]
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("head,loss", list(itertools.product(HEADS, LOSSES)))
+def test_gradients_every_head_and_loss(sparse, head, loss, rng):
+    sizes = [int(s) for s in rng.integers(3, 8, size=4)]
+    model = build_model(sizes, ["relu", "relu", head], sparse=sparse, density=0.6, seed=int(rng.integers(1000)))
+    x = rng.random((5, sizes[0]))
+    y = rng.integers(0, sizes[-1], size=5)
+    check_gradients(model, x, y, loss)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("l1,l2", [(0.01, 0.0), (0.0, 0.05), (0.02, 0.03)])
+def test_gradients_with_penalties(sparse, l1, l2, rng):
+    model = build_model([6, 5, 4, 3], ["relu", "linear", "linear"], sparse=sparse, seed=3)
+    x = rng.random((7, 6))
+    y = np.eye(3)[rng.integers(0, 3, size=7)]  # one-hot labels
+    for loss in LOSSES:
+        check_gradients(model, x, y, loss, l1, l2)
+
+
+def test_gradients_mixed_dense_and_sparse_layers(rng):
+    model = build_model([7, 6, 5, 4], ["relu", "relu", "softmax"], sparse=[True, False, True], seed=5)
+    x = rng.random((4, 7))
+    check_gradients(model, x, rng.integers(0, 4, size=4))
+
+
+def test_gradients_hidden_softmax_and_linear_layers(rng):
+    model = build_model([5, 6, 4, 3], ["softmax", "linear", "linear"], seed=9)
+    x = rng.standard_normal((6, 5))
+    check_gradients(model, x, rng.integers(0, 3, size=6), "quadratic")
+
+
+def test_sparse_and_dense_layers_agree(rng):
+    """Same weights as dense and as sparse: same outputs, same gradients at the stored entries."""
+    for head in HEADS:
+        model = build_model([9, 8, 7, 5], ["relu", "relu", head], sparse=True, density=0.4, seed=11)
+        x = rng.random((12, 9))
+        y = rng.integers(0, 5, size=12)
+        sparse_out = model.outputs(x)
+        sparse_grads = model.gradients(x, y, "quadratic")
+        model.convert_to_dense()
+        np.testing.assert_allclose(model.outputs(x), sparse_out, rtol=1e-12, atol=1e-12)
+        dense_grads = model.gradients(x, y, "quadratic")
+        model.convert_to_sparse()
+        for layer, (gs, bs), (gd, bd) in zip(model.layers, sparse_grads, dense_grads):
+            np.testing.assert_allclose(gs, gd.reshape(-1)[layer.value_keys()], rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(bs, bd, rtol=1e-10, atol=1e-12)

@@ -1,0 +1,157 @@
+"""The Numba kernels against the plain array-module reference (which is also the GPU code)."""
+
+import numpy as np
+import pytest
+import scipy.sparse
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparana.kernels import SparsePattern, cpu, generic
+
+
+def random_csr(rng, n_out, n_in, density, dtype):
+    matrix = scipy.sparse.random(n_out, n_in, density=density, format="csr", random_state=rng, dtype=dtype)
+    matrix.sort_indices()
+    return matrix
+
+
+shapes = st.tuples(st.integers(1, 40), st.integers(1, 40), st.integers(1, 17),
+                   st.floats(0.0, 1.0), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**31))
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes)
+def test_sparse_products_match_reference(params):
+    n_out, n_in, batch, density, dtype, seed = params
+    rng = np.random.default_rng(seed)
+    matrix = random_csr(rng, n_out, n_in, density, dtype)
+    pattern = SparsePattern(matrix.indptr, matrix.indices, matrix.shape)
+    x = rng.standard_normal((n_in, batch)).astype(dtype)
+    grad = rng.standard_normal((n_out, batch)).astype(dtype)
+    bias = rng.standard_normal(n_out).astype(dtype)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    dense = matrix.toarray()
+
+    for relu in (False, True):
+        out = np.empty((n_out, batch), dtype)
+        cpu.spmm(pattern, matrix.data, x, bias, relu, out)
+        expected = dense @ x + bias[:, None]
+        np.testing.assert_allclose(out, np.maximum(expected, 0) if relu else expected, **tol)
+        ref = np.empty_like(out)
+        generic.spmm(pattern, matrix.data, x, bias, relu, ref)
+        np.testing.assert_allclose(out, ref, **tol)
+
+    out_t = np.empty((n_in, batch), dtype)
+    cpu.spmm_t(pattern, matrix.data, grad, out_t)
+    np.testing.assert_allclose(out_t, dense.T @ grad, **tol)
+    generic.spmm_t(pattern, matrix.data, grad, out_t)
+    np.testing.assert_allclose(out_t, dense.T @ grad, **tol)
+
+    sampled = np.empty(matrix.nnz, dtype)
+    cpu.sddmm(pattern, grad, x, sampled)
+    full = grad @ x.T  # the dense weight gradient in (n_out, n_in) orientation
+    rows = np.repeat(np.arange(n_out), np.diff(matrix.indptr))
+    np.testing.assert_allclose(sampled, full[rows, matrix.indices], **tol)
+    generic.sddmm(pattern, grad, x, sampled)
+    np.testing.assert_allclose(sampled, full[rows, matrix.indices], **tol)
+
+
+def test_transpose_pattern_maps_values(rng):
+    matrix = random_csr(rng, 13, 17, 0.3, np.float64)
+    pattern = SparsePattern(matrix.indptr, matrix.indices, matrix.shape)
+    transposed = scipy.sparse.csr_matrix((matrix.data[pattern.perm], pattern.t_indices, pattern.t_indptr),
+                                         shape=(17, 13))
+    np.testing.assert_array_equal(transposed.toarray(), matrix.toarray().T)
+
+
+def test_pattern_rejects_bad_structure():
+    with pytest.raises(ValueError, match="indptr"):
+        SparsePattern(np.array([0, 1]), np.array([0, 1]), (1, 3))
+    with pytest.raises(ValueError, match="column indices"):
+        SparsePattern(np.array([0, 1]), np.array([5]), (1, 3))
+    with pytest.raises(ValueError, match="sorted"):
+        SparsePattern(np.array([0, 2]), np.array([2, 1]), (1, 3))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_bias_activation_and_relu_backward(relu, rng):
+    z = rng.standard_normal((31, 9)).astype(np.float32)
+    bias = rng.standard_normal(31).astype(np.float32)
+    a, b = z.copy(), z.copy()
+    cpu.bias_activation(a, bias, relu)
+    generic.bias_activation(b, bias, relu)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    grad = rng.standard_normal((31, 9)).astype(np.float32)
+    g1, g2 = grad.copy(), grad.copy()
+    cpu.relu_backward(g1, a, 2.0)
+    generic.relu_backward(g2, a, 2.0)
+    np.testing.assert_allclose(g1, g2, rtol=1e-6)
+    np.testing.assert_array_equal(g1 == 0, (a <= 0) | (grad == 0))
+
+
+UPDATE_ARGS = st.tuples(st.integers(1, 200), st.booleans(), st.sampled_from([0.0, 0.5]),
+                        st.sampled_from([0.0, 0.01]), st.sampled_from([0.0, 0.02]),
+                        st.sampled_from([0.0, 1e-3]), st.integers(0, 2**31))
+
+
+def _update_inputs(n, indexed, seed):
+    rng = np.random.default_rng(seed)
+    w, g = rng.standard_normal(n), rng.standard_normal(n) * 2
+    index = np.flatnonzero(rng.random(n) < 0.5) if indexed else None
+    k = n if index is None else index.size
+    return w, g, index, k, rng
+
+
+@settings(max_examples=40, deadline=None)
+@given(UPDATE_ARGS)
+def test_adam_update_matches_reference(params):
+    n, indexed, clip, l1, l2, decay, seed = params
+    w, g, index, k, rng = _update_inputs(n, indexed, seed)
+    m, v = rng.standard_normal(k), rng.random(k)
+    args = (index, 1e-2, 0.9, 0.999, 1e-8, clip, l1, l2, decay / 2, decay)
+    w1, m1, v1 = w.copy(), m.copy(), v.copy()
+    cpu.adam_update(w1, g, m1, v1, *args)
+    w2, m2, v2 = w.copy(), m.copy(), v.copy()
+    generic.adam_update(w2, g, m2, v2, *args)
+    # the plain formula
+    sel = slice(None) if index is None else index
+    gi = np.clip(g[sel], -clip, clip) if clip else g[sel].copy()
+    gi += l2 * w[sel] + l1 * np.sign(w[sel])
+    m3 = 0.9 * m + 0.1 * gi
+    v3 = 0.999 * v + 0.001 * gi * gi
+    w3 = w.copy()
+    w3[sel] = w[sel] - (1e-2 * m3 / (np.sqrt(v3) + 1e-8) + decay * w[sel] + decay / 2 * np.sign(w[sel]))
+    for got in ((w1, m1, v1), (w2, m2, v2)):
+        np.testing.assert_allclose(got[0], w3, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got[1], m3, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got[2], v3, rtol=1e-12, atol=1e-12)
+    if index is not None:  # untouched entries are bit-for-bit unchanged
+        rest = np.setdiff1d(np.arange(n), index)
+        assert np.array_equal(w1[rest], w[rest]) and np.array_equal(w2[rest], w[rest])
+
+
+@settings(max_examples=40, deadline=None)
+@given(UPDATE_ARGS)
+def test_sgd_update_matches_reference(params):
+    n, indexed, clip, l1, l2, decay, seed = params
+    w, g, index, k, rng = _update_inputs(n, indexed, seed)
+    sel = slice(None) if index is None else index
+    for momentum in (0.0, 0.9):
+        velocity = rng.standard_normal(k) if momentum else None
+        args = (index, 0.1, momentum, clip, l1, l2, decay / 2, decay)
+        w1, w2 = w.copy(), w.copy()
+        v1 = None if velocity is None else velocity.copy()
+        v2 = None if velocity is None else velocity.copy()
+        cpu.sgd_update(w1, g, v1, *args)
+        generic.sgd_update(w2, g, v2, *args)
+        gi = np.clip(g[sel], -clip, clip) if clip else g[sel].copy()
+        gi += l2 * w[sel] + l1 * np.sign(w[sel])
+        if momentum:
+            gi = momentum * velocity + gi
+        w3 = w.copy()
+        w3[sel] = w[sel] - (0.1 * gi + decay * w[sel] + decay / 2 * np.sign(w[sel]))
+        np.testing.assert_allclose(w1, w3, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(w2, w3, rtol=1e-12, atol=1e-12)
+        if momentum:
+            np.testing.assert_allclose(v1, gi, rtol=1e-12)
+            np.testing.assert_allclose(v2, gi, rtol=1e-12)
