@@ -19,6 +19,9 @@ from ._optimizers import (
     SGDOptimizer,
 )
 from ._sparse_layers import SparseLayer, SparseLinearLayer, SparseReluLayer, SparseSoftmaxLayer
+from ._presets import documentation_model
+from ._results import Results
+from ._training import History, fit
 from .data import DistributedLoader, Loader, SplitLoader, load_mnist
 
 # The original documentation's names.

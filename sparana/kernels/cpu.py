@@ -20,9 +20,10 @@ from numba import njit, prange  # noqa: E402
 from .pattern import SparsePattern
 
 _JIT = dict(parallel=True, fastmath=True, cache=True, nogil=True)
+_SERIAL = dict(parallel=False, fastmath=True, cache=True, nogil=True)
 
 
-@njit(**_JIT)
+@njit(**_SERIAL)
 def _bias_activation(z, bias, relu):
     n, batch = z.shape
     for k in prange(n):
@@ -41,7 +42,7 @@ def bias_activation(z, bias, relu):
     _bias_activation(z, bias, relu)
 
 
-@njit(**_JIT)
+@njit(**_SERIAL)
 def _relu_backward(grad, outputs, scale):
     n, batch = grad.shape
     for k in prange(n):

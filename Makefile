@@ -1,0 +1,36 @@
+# Sparana: `make demo` runs the main job, `make test` runs the tests. Both create the
+# virtual environment (.venv) and install what they need when it is missing.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The GPU check runs with the machine's own Python (CuPy, NumPy... already there), from the source tree.
+GPU_PY ?= python3
+
+.PHONY: demo test bench gpu-check clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) jobs/train_mnist.py
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed-bench
+	$(PY) benchmarks/run_all.py
+
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(GPU_PY) -m pytest -q tests/gpu
+	PYTHONPATH=$(CURDIR) $(GPU_PY) benchmarks/gpu_bench.py
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .hypothesis
