@@ -125,6 +125,44 @@ class Optimizer:
                 result[(i, kind, name)] = to_host(array)
         return result
 
+    def state_dict(self):
+        """The optimizer's state as plain data: {'class', 'steps', 'slots': {(layer, kind): {...}}}.
+
+        Each slot holds host arrays: ``keys`` (positions of the trained entries in
+        the dense (n_in, n_out) matrix), ``shape`` and one array per state name.
+        Hyper-parameters are not included: they belong to the constructor.
+        """
+        slots = {}
+        for (i, kind), slot in self._slots.items():
+            entry = {"keys": np.asarray(slot.keys), "shape": slot.shape}
+            entry.update({name: to_host(array) for name, array in slot.state.items()})
+            slots[(i, kind)] = entry
+        return {"class": type(self).__name__, "steps": self.steps, "slots": slots}
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict` output; entries are matched to the model's layers by position."""
+        if state.get("class") != type(self).__name__:
+            raise ValueError(f"state of a {type(self).__name__} expected, got one of {state.get('class')!r}")
+        slots = {}
+        for (i, kind), entry in state["slots"].items():
+            if not 0 <= i < self.model.depth or kind not in ("weights", "biases"):
+                raise ValueError(f"optimizer state for layer {i} ({kind}) does not fit a model of depth "
+                                 f"{self.model.depth}")
+            layer = self.model.layers[i]
+            names = set(entry) - {"keys", "shape"}
+            if names != set(self._state_names()):
+                raise ValueError(f"optimizer state names {sorted(self._state_names())} expected for layer {i}, "
+                                 f"got {sorted(names)}")
+            xp = layer.backend.xp
+            state_arrays = {name: xp.asarray(np.asarray(entry[name], dtype=layer.backend.dtype))
+                            for name in names}
+            old = _Slot(None, -1, tuple(entry["shape"]), np.asarray(entry["keys"]), None, state_arrays)
+            slots[(i, kind)] = old
+        self._slots = slots
+        self.steps = int(state["steps"])
+        for (i, kind) in list(slots):  # re-derive indices; keys are matched to the current pattern
+            self._slot(i, self.model.layers[i], kind)
+
     # --------------------------------------------------------------- internals
     def _begin_step(self):
         pass

@@ -186,3 +186,28 @@ def test_madadad_and_adadad_follow_their_spec(rng):
             accumulator[...] = 0
         opt.train_step(x, y)
         np.testing.assert_allclose(model.layers[0].values, w, rtol=1e-12)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_state_dict_round_trip_continues_identically(sparse, rng):
+    x, y = batch(rng)
+    keep = rng.random((8, 3)) < 0.8
+    runs = []
+    for resume in (False, True):
+        model = build_model([6, 8, 3], ["relu", "linear"], sparse=sparse, seed=4)
+        if not sparse:
+            model.layers[-1].keep_only(keep)
+        opt = sa.AdamOptimizer(model, 0.01)
+        for _ in range(3):
+            opt.train_step(x, y)
+        if resume:
+            state = opt.state_dict()
+            opt = sa.AdamOptimizer(model, 0.01)
+            opt.load_state_dict(state)
+        for _ in range(3):
+            opt.train_step(x, y)
+        runs.append([layer.values.copy() for layer in model.layers])
+    for a, b in zip(*runs):
+        assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="state of a SGDOptimizer expected"):
+        sa.SGDOptimizer(model, 0.1).load_state_dict(state)
