@@ -7,6 +7,7 @@ original README's snippets run unchanged.
 
 from ._backend import Backend, BackendError, gpu_available, to_host
 from ._layers import DenseLayer, DenseLinearLayer, DenseReluLayer, DenseSoftmaxLayer, Layer
+from ._lobotomizer import Lobotomizer
 from ._losses import loss_and_gradient
 from ._model import Model
 from ._optimizers import (
@@ -36,6 +37,7 @@ sgd_optimizer = SGDOptimizer
 adam_optimizer = AdamOptimizer
 selected_adam_optimizer = SelectedAdamOptimizer
 selected_sgd_optimizer = SelectedSGDOptimizer
+lobotomizer = Lobotomizer
 madadad_optimizer = MadadadOptimizer
 adadad_optimizer = AdadadOptimizer
 loader = Loader

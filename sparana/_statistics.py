@@ -163,3 +163,44 @@ def compute(model, criterion="absolute", data=None):
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     return functions[criterion](model)
 
+
+
+class StatisticsMixin:
+    """The original's statistics methods, shared by the lobotomizer, the parameter selector and the
+    vulcanizer: each computes one criterion, stores it in ``self.statistics`` and returns it."""
+
+    model = None
+    statistics = None
+
+    def get_absolute_values(self):
+        return self.set_statistics(absolute_values(self.model))
+
+    def get_MAAV(self, data):
+        return self.set_statistics(maav(self.model, data))
+
+    def get_MAV(self, data):
+        return self.set_statistics(mav(self.model, data))
+
+    def get_negative_values(self):
+        return self.set_statistics(negative_values(self.model))
+
+    def get_positive_values(self):
+        return self.set_statistics(positive_values(self.model))
+
+    def get_activation_ranks(self, data=None):
+        """Fan-out ranks of MAAV (with ``data``) or of |W|."""
+        base = maav(self.model, data) if data is not None else absolute_values(self.model)
+        return self.set_statistics(fan_out_ranks(self.model, base))
+
+    def set_statistics(self, statistics):
+        """Use the given per-layer statistics (checked against the model's layers)."""
+        check_statistics_list(self.model, statistics)
+        self.statistics = [np.asarray(s, dtype=np.float64) for s in statistics]
+        return self.statistics
+
+    def _require_statistics(self):
+        if self.statistics is None:
+            raise RuntimeError("no statistics yet: call get_absolute_values(), get_MAAV(data) or another "
+                               "statistics method first")
+        check_statistics_list(self.model, self.statistics)
+        return self.statistics

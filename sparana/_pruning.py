@@ -1,0 +1,84 @@
+"""How much to prune, kept apart from how weights are ranked (sparana._statistics).
+
+A pruning step is: statistics (one array per layer, NaN = not a candidate) ->
+a number of weights to remove per layer (from a ratio, a per-layer target
+sparsity, or a schedule) -> the keep mask that removes the smallest ->
+``layer.keep_only(mask)``, which zeroes dense weights and keeps them at zero
+(their prune mask) or removes sparse entries from the pattern.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._layers import check_ratio
+
+
+def present_count(layer):
+    """Weights still present in the layer (not pruned)."""
+    if layer.is_sparse:
+        return layer.nnz
+    mask = layer.prune_mask
+    return layer.nnz if mask is None else int(mask.sum())
+
+
+def dense_size(layer):
+    return layer.input_size * layer.size
+
+
+def sparsity(layer):
+    """Fraction of the layer's dense (n_in x n_out) weights that are pruned."""
+    return 1.0 - present_count(layer) / dense_size(layer)
+
+
+def ratio_counts(statistics, ratio, included):
+    """Per layer: floor(ratio * candidates) where ``included[i]``, else 0 (incremental pruning)."""
+    check_ratio("prune_ratio", ratio)
+    return [math.floor(ratio * int(np.count_nonzero(~np.isnan(s)))) if use else 0
+            for s, use in zip(statistics, included)]
+
+
+def target_counts(layers, targets):
+    """Per layer: weights to remove to reach the cumulative target sparsity (None: skip).
+
+    A target at or below the layer's current sparsity removes nothing (the
+    original pruned instead, bug 25).
+    """
+    if len(targets) != len(layers):
+        raise ValueError(f"one target sparsity (or None) per layer expected ({len(layers)}), got {len(targets)}")
+    counts = []
+    for i, (layer, target) in enumerate(zip(layers, targets)):
+        if target is None:
+            counts.append(0)
+            continue
+        check_ratio(f"layers[{i}] (target sparsity)", target)
+        zeros_wanted = math.floor(dense_size(layer) * target + 1e-9)
+        counts.append(max(0, zeros_wanted - (dense_size(layer) - present_count(layer))))
+    return counts
+
+
+def smallest_mask(statistics, count):
+    """Keep mask that drops the ``count`` candidates with the smallest statistics (ties: first position)."""
+    flat = statistics.reshape(-1)
+    keep = np.ones(flat.shape, dtype=bool)
+    candidates = np.flatnonzero(~np.isnan(flat))
+    count = min(int(count), candidates.size)
+    if count > 0:
+        order = np.argsort(flat[candidates], kind="stable")
+        keep[candidates[order[:count]]] = False
+    return keep.reshape(statistics.shape)
+
+
+def polynomial_schedule(final, steps, initial=0.0, power=3):
+    """Target sparsities for ``steps`` pruning rounds rising from ``initial`` to ``final``.
+
+    s_t = final + (initial - final) * (1 - t/steps)^power, t = 1..steps (Zhu and
+    Gupta 2017): large steps first, small ones near the end.
+    """
+    check_ratio("final sparsity", final)
+    check_ratio("initial sparsity", initial)
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    return [final + (initial - final) * (1 - t / steps) ** power for t in range(1, steps + 1)]
