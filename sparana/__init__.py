@@ -6,6 +6,7 @@ original README's snippets run unchanged.
 """
 
 from ._backend import Backend, BackendError, gpu_available, to_host
+from ._checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from ._layers import DenseLayer, DenseLinearLayer, DenseReluLayer, DenseSoftmaxLayer, Layer
 from ._lobotomizer import Lobotomizer
 from ._losses import loss_and_gradient
@@ -22,6 +23,8 @@ from ._optimizers import (
 from ._sparse_layers import SparseLayer, SparseLinearLayer, SparseReluLayer, SparseSoftmaxLayer
 from ._presets import documentation_model
 from ._results import Results
+from ._saver import ModelSaver
+from ._tracker import DistanceTracker
 from ._training import History, fit
 from .data import DistributedLoader, Loader, SplitLoader, load_mnist
 
@@ -41,6 +44,8 @@ lobotomizer = Lobotomizer
 madadad_optimizer = MadadadOptimizer
 adadad_optimizer = AdadadOptimizer
 loader = Loader
+model_saver = ModelSaver
+distance_tracker = DistanceTracker
 split_loader = SplitLoader
 distributed_loader = DistributedLoader
 
