@@ -199,6 +199,14 @@ def describe_model(model):
             "layers": [layer_spec(layer) for layer in model.layers]}
 
 
+def model_from_description(arch, comp_type=None, seed=None):
+    """A new :class:`Model` (without parameters) of the architecture :func:`describe_model` gave."""
+    layers = [layer_class(spec)(size=spec["size"], dropout=spec["dropout"]) for spec in arch["layers"]]
+    return Model(arch["input_size"], layers, dropout=arch["dropout"], comp_type=comp_type,
+                 seed=arch["seed"] if seed is None else seed, dtype=arch["dtype"],
+                 dropout_style=arch["dropout_style"])
+
+
 def layer_tensors(layer):
     """Host copies of a layer's weights, biases and masks, named as in the file (without prefix)."""
     layer._require_parameters()
@@ -404,10 +412,7 @@ class Checkpoint:
     def build_model(self, comp_type=None):
         """A new :class:`Model` with the saved architecture, weights, masks and random state."""
         self._require_tensors()
-        arch = self.architecture
-        layers = [layer_class(spec)(size=spec["size"], dropout=spec["dropout"]) for spec in arch["layers"]]
-        model = Model(arch["input_size"], layers, dropout=arch["dropout"], comp_type=comp_type, seed=arch["seed"],
-                      dtype=arch["dtype"], dropout_style=arch["dropout_style"])
+        model = model_from_description(self.architecture, comp_type)
         self._check_rng(model)
         self._apply(model)
         return model

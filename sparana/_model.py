@@ -74,6 +74,13 @@ class Model:
                 raise ValueError(f"layer {i} has no size: give size=... or weights=...")
             size = layer.size
 
+    def reseed(self, seed):
+        """Draw dropout (and later initialisations) from a new stream: an int, SeedSequence or Generator."""
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        for layer in self._layers:
+            layer._rng = self.rng
+
     # -------------------------------------------------------------- properties
     @property
     def layers(self):
