@@ -28,3 +28,13 @@ def build_model(sizes, activations, sparse=False, density=0.5, seed=0, dtype="fl
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the GPU tests (tests/gpu) where CuPy or a CUDA device is missing."""
+    if sa.gpu_available():
+        return
+    skip = pytest.mark.skip(reason="needs CuPy and a CUDA device")
+    for item in items:
+        if "gpu" in item.path.parts:
+            item.add_marker(skip)
