@@ -68,7 +68,7 @@ def resolve_num_classes(num_classes, *labelled: tuple[np.ndarray, int | None, st
     """The number of classes: given, else the one-hot width, else the largest id + 1."""
     widths = {width for _, width, _ in labelled if width is not None}
     if len(widths) > 1:
-        raise ValueError(f"one-hot label widths differ: "
+        raise ValueError("one-hot label widths differ: "
                          + ", ".join(f"{n} has {w}" for _, w, n in labelled if w is not None))
     if num_classes is None:
         num_classes = widths.pop() if widths else 1 + max(
