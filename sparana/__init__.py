@@ -5,11 +5,14 @@ The PEP 8 names are primary; the original documentation's names (``model``,
 original README's snippets run unchanged.
 """
 
+from . import _selection as parameter_selection
 from ._backend import Backend, BackendError, gpu_available, to_host
 from ._checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from ._columns import get_max_columns, get_normal_columns, get_random_columns
 from ._layers import DenseLayer, DenseLinearLayer, DenseReluLayer, DenseSoftmaxLayer, Layer
 from ._lobotomizer import Lobotomizer
 from ._losses import loss_and_gradient
+from ._mixer import ModelMixer
 from ._model import Model
 from ._optimizers import (
     AdadadOptimizer,
@@ -20,12 +23,14 @@ from ._optimizers import (
     SelectedSGDOptimizer,
     SGDOptimizer,
 )
-from ._sparse_layers import SparseLayer, SparseLinearLayer, SparseReluLayer, SparseSoftmaxLayer
 from ._presets import documentation_model
 from ._results import Results
 from ._saver import ModelSaver
+from ._selector import ParameterSelector
+from ._sparse_layers import SparseLayer, SparseLinearLayer, SparseReluLayer, SparseSoftmaxLayer
 from ._tracker import DistanceTracker
 from ._training import History, fit
+from ._vulcanizer import SubmodelPlan, Vulcanizer
 from .data import DistributedLoader, Loader, SplitLoader, load_mnist
 
 # The original documentation's names.
@@ -45,8 +50,82 @@ madadad_optimizer = MadadadOptimizer
 adadad_optimizer = AdadadOptimizer
 loader = Loader
 model_saver = ModelSaver
+model_mixer = ModelMixer
+parameter_selector = ParameterSelector
+vulcanizer = Vulcanizer
 distance_tracker = DistanceTracker
 split_loader = SplitLoader
 distributed_loader = DistributedLoader
+
+__all__ = [
+    "AdadadOptimizer",
+    "AdamOptimizer",
+    "Backend",
+    "BackendError",
+    "Checkpoint",
+    "CheckpointError",
+    "DenseLayer",
+    "DenseLinearLayer",
+    "DenseReluLayer",
+    "DenseSoftmaxLayer",
+    "DistanceTracker",
+    "DistributedLoader",
+    "History",
+    "Layer",
+    "Loader",
+    "Lobotomizer",
+    "MadadadOptimizer",
+    "Model",
+    "ModelMixer",
+    "ModelSaver",
+    "Optimizer",
+    "ParameterSelector",
+    "Results",
+    "SelectedAdamOptimizer",
+    "SelectedSGDOptimizer",
+    "SGDOptimizer",
+    "SparseLayer",
+    "SparseLinearLayer",
+    "SparseReluLayer",
+    "SparseSoftmaxLayer",
+    "SplitLoader",
+    "SubmodelPlan",
+    "Vulcanizer",
+    "adadad_optimizer",
+    "adam_optimizer",
+    "distance_tracker",
+    "distributed_loader",
+    "documentation_model",
+    "fit",
+    "full_linear_layer",
+    "full_relu_layer",
+    "full_softmax_layer",
+    "get_max_columns",
+    "get_normal_columns",
+    "get_random_columns",
+    "gpu_available",
+    "load_checkpoint",
+    "load_mnist",
+    "loader",
+    "lobotomizer",
+    "loss_and_gradient",
+    "madadad_optimizer",
+    "model",
+    "model_mixer",
+    "model_saver",
+    "parameter_selection",
+    "parameter_selector",
+    "read_checkpoint",
+    "save_checkpoint",
+    "selected_adam_optimizer",
+    "selected_sgd_optimizer",
+    "sgd_optimizer",
+    "sparse_linear_layer",
+    "sparse_relu_layer",
+    "sparse_softmax_layer",
+    "split_loader",
+    "to_host",
+    "vulcanizer",
+]
 
 __version__ = "0.1.0"

@@ -9,9 +9,9 @@ import scipy.sparse
 
 from . import _initializers as init
 from ._backend import Backend, to_host
-from ._layers import DENSE_LAYERS, DROPOUT_STYLES, DenseLayer, Layer, check_ratio
+from ._layers import DENSE_LAYERS, DROPOUT_STYLES, Layer, check_ratio
 from ._losses import loss_and_gradient, resolve_loss
-from ._sparse_layers import SPARSE_LAYERS, SparseLayer
+from ._sparse_layers import SPARSE_LAYERS
 
 # Rows evaluated at once by the inference methods, to bound their memory.
 EVAL_CHUNK = 8192

@@ -9,7 +9,6 @@ convention (see :mod:`sparana.kernels`): activations are feature-major
 
 from __future__ import annotations
 
-import numpy as np
 import scipy.sparse
 
 from .._backend import array_module as _xp

@@ -14,3 +14,5 @@ from .generic import (  # noqa: F401
     spmm,
     spmm_t,
 )
+
+__all__ = ["adam_update", "bias_activation", "relu_backward", "sddmm", "sgd_update", "spmm", "spmm_t"]
