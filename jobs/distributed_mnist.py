@@ -1,0 +1,109 @@
+"""The distributed experiment: MNIST shards trained and mixed on Ray workers, pruned and converted
+to sparse layers by the driver, then vulcanized (submodels trained apart and melded back).
+
+    python jobs/distributed_mnist.py                    # an embedded Ray on this machine
+    ray job submit --working-dir . -- python jobs/distributed_mnist.py   # a cluster (RAY_ADDRESS)
+
+Each worker holds one shard (through Arrow, zero-copy) and its model or submodel, on its own GPU
+when the cluster has GPUs (CPU in --local-mode). Writes results/distributed_mnist/{results.json,
+rounds.png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import ray
+
+import sparana as sa
+from sparana import cluster
+
+
+def parse(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=4, help="shards and workers (default 4)")
+    parser.add_argument("--mix-rounds", type=int, default=4)
+    parser.add_argument("--prune-levels", type=float, nargs="*", default=[0.5, 0.8, 0.9, 0.95],
+                        help="hidden-layer sparsity after each pruning round")
+    parser.add_argument("--vulcanize-rounds", type=int, default=2)
+    parser.add_argument("--local-steps", type=int, default=100, help="minibatches per worker per round")
+    parser.add_argument("--mix", default="average", choices=["average", "importance"])
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--convert-at", type=float, default=0.9, help="sparsity from which layers are CSR")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--local-mode", action="store_true", help="every worker on the CPU with NumPy")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or embedded)")
+    parser.add_argument("--cpus-per-worker", type=float, default=None,
+                        help="default: the cluster's CPUs shared evenly (at most 1 each)")
+    parser.add_argument("--results", default="results/distributed_mnist")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse(argv)
+    info = cluster.init(address=args.address, local_mode=args.local_mode)
+    print(f"Ray at {info.address}: {info.num_cpus} CPUs, {info.num_gpus} GPUs; dashboard {info.dashboard_url}",
+          flush=True)
+    cpus = args.cpus_per_worker or min(1.0, info.num_cpus / args.workers)
+    start = time.perf_counter()
+    workers = cluster.ray_workers(args.workers, seed=args.seed, experiment="distributed_mnist",
+                                  cpus_per_worker=cpus)
+    print(f"{args.workers} workers ready in {time.perf_counter() - start:.1f} s on {workers.comp_type}: "
+          f"{', '.join(workers.names)}", flush=True)
+    model = sa.documentation_model(comp_type="CPU", seed=args.seed)
+    settings = cluster.TrainSettings(learning_rate=args.learning_rate, batch_size=args.batch_size)
+    common = dict(settings=settings, progress=not args.no_progress, seed=args.seed)
+    stages = []
+    stages.append(cluster.train_and_mix(model, workers, args.mix_rounds, args.local_steps, mix=args.mix,
+                                        name="train and mix", **common))
+    if args.prune_levels:
+        pruning = cluster.Pruning(targets=dict(enumerate(args.prune_levels)), convert_at=args.convert_at)
+        stages.append(cluster.train_and_mix(model, workers, len(args.prune_levels), args.local_steps,
+                                            mix=args.mix, prune=pruning, name="prune and mix", **common))
+    if args.vulcanize_rounds:
+        stages.append(cluster.vulcanize(model, workers, None, args.vulcanize_rounds, args.local_steps,
+                                        depth=3, name="vulcanize", **common))
+    report(stages, model, workers, args)
+    workers.shutdown()
+    return stages
+
+
+def report(stages, model, workers, args):
+    print()
+    print(f"{'stage':<15} {'round':>5} {'accuracy':>9} {'loss':>8} {'sparsity':>9} {'round s':>8} {'train s':>8} "
+          f"{'outside %':>9}")
+    series, step = {}, 0
+    for stage in stages:
+        xs, ys = [], []
+        for r in stage.rounds:
+            outside = 100 * r["overhead_seconds"] / r["round_seconds"]
+            sparsity = f"{r['sparsity']:.0%}" if "sparsity" in r else ""
+            print(f"{stage.name:<15} {r['round']:>5} {r['accuracy']:>9.4f} {r['loss']:>8.4f} {sparsity:>9} "
+                  f"{r['round_seconds']:>8.2f} {r['train_seconds']:>8.2f} {outside:>8.1f}%")
+            step += 1
+            xs.append(step)
+            ys.append(r["accuracy"])
+        series[stage.name] = (xs, ys)
+    memory = workers.call("memory", [()] * len(workers))
+    print(f"\nfinal test accuracy {stages[-1].accuracy:.4f}; model {model}; "
+          f"parameters stored {model.parameter_count():,}; worker peak RSS "
+          f"{max(m['peak_rss'] for m in memory) / 1e6:.0f} MB")
+    results = sa.Results(args.results)
+    results.save_json("results.json", {"settings": vars(args), "stages": [s.as_dict() for s in stages],
+                                       "workers": workers.names, "worker_memory": memory})
+    png = results.plot("rounds.png", {"test accuracy of the master model": ("round", "accuracy", series)},
+                       title=f"{args.workers} Ray workers on MNIST shards")
+    print(f"results: {results.path('results.json')}, {png}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        if ray.is_initialized():
+            cluster.shutdown()
+    sys.exit(0)

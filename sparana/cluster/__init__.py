@@ -1,0 +1,24 @@
+"""Sparana on Ray: workers holding models or submodels on their own GPU (or CPU), and the
+driver's experiments (shard training with mixing and pruning, vulcanized training with mind meld).
+
+    import sparana as sa
+    from sparana import cluster
+
+    cluster.init(local_mode=True)              # embedded Ray, every worker on the CPU
+    workers = cluster.ray_workers(4, seed=0)   # four shards of MNIST, one per actor
+    model = sa.documentation_model(comp_type="CPU", seed=0)
+    result = cluster.train_and_mix(model, workers, rounds=5, local_steps=100)
+
+Ray 2.54 removed ``ray.init(local_mode=True)``; ``cluster.init(local_mode=True)`` replaces it.
+"""
+
+from ._experiments import ExperimentResult, Pruning, train_and_mix, vulcanize
+from ._init import ClusterError, ClusterInfo, init, is_local_mode, shutdown
+from ._pool import LocalPool, RayPool, local_workers, ray_workers
+from ._worker import TrainSettings, WorkerCore, load_payload, model_payload
+
+__all__ = [
+    "ClusterError", "ClusterInfo", "ExperimentResult", "LocalPool", "Pruning", "RayPool", "TrainSettings",
+    "WorkerCore", "init", "is_local_mode", "load_payload", "local_workers", "model_payload", "ray_workers",
+    "shutdown", "train_and_mix", "vulcanize",
+]

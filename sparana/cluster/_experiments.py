@@ -1,0 +1,255 @@
+"""The driver's experiments: shard training with mixing, and vulcanized training with mind meld.
+
+The driver holds the master model. Every round it sends the master's weights
+(and masks) to the workers once, the workers train in parallel on their own
+shards or submodels, and the driver mixes or melds what comes back, prunes if
+asked, evaluates the master on the test set and records the round's figures
+(and Ray metrics). With ``checkpoint=`` every completed round ends with a
+checkpoint of the master (see :mod:`._checkpoints`); ``resume=`` continues
+after the last completed round of such a checkpoint. Workers start every
+round from its starting weights with fresh optimizers and per-round random
+streams, so a resumed run, or a round done again after a lost worker, gives
+the same result as an undisturbed run with the same seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .._lobotomizer import Lobotomizer
+from .._mixer import ModelMixer
+from .._statistics import compute as compute_statistics
+from .._vulcanizer import Vulcanizer
+from ..data import load_mnist
+from ._checkpoints import RoundCheckpoints
+from ._init import ClusterError
+from ._metrics import record_driver
+from ._worker import TrainSettings, load_payload, model_payload
+
+MIXES = ("average", "importance")
+
+
+@dataclass
+class Pruning:
+    """Pruning by the lobotomizer on the driver between rounds.
+
+    ``targets``: {round: target sparsity of the pruned layers} (rounds count
+    from 0; pruning happens before that round's training). ``layers``: indices
+    of the layers to prune (default: all but the final one). ``criterion``:
+    'absolute' or 'MAAV' (on ``samples`` training rows). ``convert_at``: from
+    this sparsity on, the pruned layers become sparse (CSR) layers.
+    """
+
+    targets: dict
+    layers: list | None = None
+    criterion: str = "absolute"
+    samples: int = 2000
+    convert_at: float | None = None
+
+    def target(self, round_index):
+        return self.targets.get(round_index)
+
+    def as_dict(self):
+        return {"targets": {str(k): v for k, v in sorted(self.targets.items())}, "layers": self.layers,
+                "criterion": self.criterion, "samples": self.samples, "convert_at": self.convert_at}
+
+
+@dataclass
+class ExperimentResult:
+    """Per-round figures and the final master model."""
+
+    name: str
+    model: object
+    rounds: list = field(default_factory=list)
+    seed: int | None = None
+    settings: dict = field(default_factory=dict)
+    resumed_from: int | None = None
+
+    @property
+    def accuracy(self):
+        return self.rounds[-1]["accuracy"] if self.rounds else None
+
+    def as_dict(self):
+        return {"name": self.name, "seed": self.seed, "settings": self.settings, "rounds": self.rounds,
+                "resumed_from": self.resumed_from}
+
+
+def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None, settings=None, test=None,
+                  progress=True, name="train_and_mix", seed=None, statistics_samples=1000, checkpoint=None,
+                  resume=None):
+    """Federated-style training: every round each worker trains the master's weights on its shard for
+    ``local_steps`` minibatches, and the driver mixes the results into the master.
+
+    ``mix``: 'average' (the model mixer's ``average_all``) or 'importance'
+    (``importance_weighted_average`` with each worker's MAAV statistics on
+    its shard). ``prune``: a :class:`Pruning`. ``settings``: a
+    :class:`TrainSettings` (or dict). ``test``: an ArrowSplit (default the
+    MNIST test split). ``checkpoint``: a file to write after every round;
+    ``resume``: such a file to continue from. Returns an :class:`ExperimentResult`.
+    """
+    if mix not in MIXES:
+        raise ValueError(f"mix must be one of {MIXES}, got {mix!r}")
+    settings = _settings(settings)
+    config = {"kind": "train_and_mix", "mix": mix, "local_steps": local_steps, "settings": settings.as_dict(),
+              "prune": prune.as_dict() if prune else None, "statistics_samples": statistics_samples}
+    scratch = []
+
+    def one_round(model, round_index):
+        nonlocal scratch
+        sparsity = _prune(model, prune, round_index) if prune else None
+        payload = model_payload(model)
+        outputs = workers.call("train_round", [(payload, round_index, local_steps, settings)] * len(workers))
+        statistics = None
+        if mix == "importance":
+            statistics = workers.call("statistics", [("MAAV", statistics_samples, round_index)] * len(workers))
+        mixing = time.perf_counter()
+        scratch = _mix(model, [o["payload"] for o in outputs], statistics, scratch)
+        return outputs, mixing, {"sparsity": sparsity} if sparsity is not None else {}
+
+    return _run(name, model, rounds, local_steps, config, one_round, test, progress, seed, checkpoint, resume)
+
+
+def vulcanize(model, workers, sizes, rounds, local_steps, settings=None, test=None, progress=True,
+              name="vulcanize", seed=None, selection_type="random", consolidation="original", depth=None,
+              checkpoint=None, resume=None):
+    """Independent subnetwork training: every round the driver splits the master's last layers
+    into one disjoint submodel per worker, each worker trains its submodel (on its own GPU when it
+    has one) on its shard, and the driver melds them back.
+
+    ``sizes``: each submodel's layer sizes (the last being the number of
+    classes; k * sizes[i] must fit in the layer), or None for even shares of
+    the last ``depth`` layers (default all). See :meth:`Vulcanizer.split_models`.
+    The master's layers before the split travel to each worker once per round
+    to compute its submodel's inputs. ``checkpoint``/``resume`` as for
+    :func:`train_and_mix`.
+    """
+    settings = _settings(settings)
+    config = {"kind": "vulcanize", "sizes": None if sizes is None else list(sizes), "depth": depth,
+              "local_steps": local_steps, "settings": settings.as_dict(), "selection_type": selection_type,
+              "consolidation": consolidation}
+    Vulcanizer(model).split_models(len(workers), depth=depth, sizes=sizes)  # refuse sizes that do not fit now
+
+    def one_round(model, round_index):
+        vulcanizer = Vulcanizer(model, selection_type=selection_type, seed=_round_seed(seed, round_index))
+        submodels = vulcanizer.split_models(len(workers), depth=depth, consolidation=consolidation, sizes=sizes)
+        plans = [vulcanizer.plan(sub) for sub in submodels]
+        prefix = _prefix_payload(model, plans[0].start)
+        outputs = workers.call("train_round", [(model_payload(sub), round_index, local_steps, settings, prefix, plan)
+                                               for sub, plan in zip(submodels, plans)])
+        mixing = time.perf_counter()
+        vulcanizer.mind_meld([load_payload(o["payload"], sub) for o, sub in zip(outputs, submodels)])
+        vulcanizer.discard()
+        return outputs, mixing, {}
+
+    return _run(name, model, rounds, local_steps, config, one_round, test, progress, seed, checkpoint, resume)
+
+
+# --------------------------------------------------------------------- the loop
+def _run(name, model, rounds, local_steps, config, one_round, test, progress, seed, checkpoint, resume):
+    """Run rounds [first, rounds) of an experiment: resume, train, evaluate, checkpoint, record."""
+    for label, value in (("rounds", rounds), ("local_steps", local_steps)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    result = ExperimentResult(name, model, seed=seed, settings=dict(config, rounds=rounds))
+    first = 0
+    if resume is not None:
+        first, result.rounds = RoundCheckpoints(resume, name, config, seed).resume_into(model)
+        result.resumed_from = first
+    saver = RoundCheckpoints(checkpoint, name, config, seed) if checkpoint is not None else None
+    test_x, test_y = _test_arrays(test)
+    for round_index in tqdm(range(first, rounds), desc=name, disable=not progress, unit="round",
+                            initial=first, total=rounds):
+        start = time.perf_counter()
+        try:
+            outputs, mixing, extra = one_round(model, round_index)
+        except ClusterError as exc:
+            where = f"; its last checkpoint is {saver.path}: resume with resume=..." if saver and saver.exists() \
+                else "; no checkpoint was written"
+            raise ClusterError(f"experiment {name!r} stopped in round {round_index}: {exc}{where}") from exc
+        accuracy = model.get_accuracy(test_x, test_y)
+        result.rounds.append(_figures(round_index, outputs, start, mixing, accuracy, extra))
+        if saver is not None:
+            saver.save(model, round_index, result.rounds)
+        record_driver(name, round_index, accuracy)
+    return result
+
+
+# ------------------------------------------------------------------------ helpers
+def _settings(settings):
+    if settings is None:
+        return TrainSettings()
+    return settings if isinstance(settings, TrainSettings) else TrainSettings(**settings)
+
+
+def _test_arrays(test):
+    data = test if test is not None else load_mnist().test
+    return data.images.astype(np.float32) / 255, data.labels.astype(np.int64)
+
+
+def _round_seed(seed, round_index):
+    return None if seed is None else np.random.SeedSequence(seed, spawn_key=(2**31 - 1, round_index))
+
+
+def _prefix_payload(model, start):
+    """The master's first ``start`` layers as a payload (None when the submodel starts at the input)."""
+    if start == 0:
+        return None
+    payload = model_payload(model)
+    payload["architecture"] = dict(payload["architecture"], layers=payload["architecture"]["layers"][:start])
+    payload["layers"] = payload["layers"][:start]
+    return payload
+
+
+def _prune(model, prune, round_index):
+    """Prune to the round's target (if any); return the mean sparsity of the pruned layers."""
+    target = prune.target(round_index)
+    layers = prune.layers if prune.layers is not None else list(range(model.depth - 1))
+    lobo = Lobotomizer(model)
+    if target is not None:
+        data = None
+        if prune.criterion == "MAAV":
+            images = load_mnist().train.images
+            rows = np.random.default_rng(round_index).choice(len(images), prune.samples, replace=False)
+            data = images[np.sort(rows)].astype(np.float32) / 255
+        lobo.set_statistics(compute_statistics(model, prune.criterion, data))
+        lobo.prune_smallest(layers=[target if i in layers else None for i in range(model.depth)])
+        if prune.convert_at is not None and target >= prune.convert_at:
+            model.convert_to_sparse(layers)
+    sparsities = lobo.sparsities()
+    return float(np.mean([sparsities[i] for i in layers]))
+
+
+def _mix(model, payloads, statistics, scratch):
+    """Mix the workers' payloads into ``model``; ``scratch`` models are reused between rounds."""
+    scratch = [load_payload(p, scratch[i] if i < len(scratch) else None, model.comp_type)
+               for i, p in enumerate(payloads)]
+    mixer = ModelMixer()
+    for i, worker_model in enumerate(scratch):
+        mixer.add_model(worker_model)
+        if statistics is not None:
+            mixer.add_stats(statistics[i])
+    if statistics is None:
+        mixer.average_all(model)
+    else:
+        mixer.importance_weighted_average(model)
+    return scratch
+
+
+def _figures(round_index, outputs, start, mixing, accuracy, extra):
+    end = time.perf_counter()
+    training = max(o["seconds"] for o in outputs)
+    figures = {"round": round_index, "accuracy": accuracy,
+               "loss": float(np.mean([o["loss"] for o in outputs])),
+               "worker_accuracy": float(np.mean([o["accuracy"] for o in outputs])),
+               "samples": int(sum(o["samples"] for o in outputs)),
+               "round_seconds": end - start, "train_seconds": training,
+               "mix_seconds": end - mixing, "overhead_seconds": max(end - start - training, 0.0), **extra}
+    if not math.isfinite(figures["loss"]):
+        raise FloatingPointError(f"round {round_index}: a worker's loss became {figures['loss']}; "
+                                 "lower the learning rate")
+    return figures

@@ -1,0 +1,271 @@
+"""Sparana on a real Ray cluster started by the tests: actors, shards, experiments, jobs."""
+
+import json
+import os
+import re
+import socket
+import threading
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+import sparana as sa  # noqa: E402
+from sparana import cluster  # noqa: E402
+from sparana.data import MnistData  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+ROOT = Path(__file__).resolve().parents[1]
+RAY = Path(sys.executable).parent / "ray"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Head:
+    """A Ray head started with `ray start --head`, on loopback ports."""
+
+    def __init__(self):
+        self.port, self.dashboard_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
+        # as after activating the virtual environment: `python` in a job's entrypoint is this one
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", PATH=path)
+
+    def start(self):
+        subprocess.run([str(RAY), "start", "--head", f"--port={self.port}", "--dashboard-host=127.0.0.1",
+                        f"--dashboard-port={self.dashboard_port}", f"--metrics-export-port={self.metrics_port}",
+                        "--num-cpus=2", "--disable-usage-stats"], check=True, env=self.env, timeout=300,
+                       capture_output=True)
+
+    def stop(self):
+        subprocess.run([str(RAY), "stop", "--force"], env=self.env, timeout=120, capture_output=True)
+
+    def token(self):
+        return Path("~/.ray/auth_token").expanduser().read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def head():
+    head = Head()
+    head.start()
+    try:
+        cluster.init(address=head.address)
+        yield head
+    finally:
+        cluster.shutdown()
+        head.stop()
+
+
+@pytest.fixture(scope="module")
+def small():
+    mnist = sa.load_mnist()
+    return MnistData(mnist.train.slice(0, 2000), mnist.test.slice(0, 500))
+
+
+def small_model(seed=0, dtype="float64"):
+    model = sa.Model(784, [sa.DenseReluLayer(48), sa.DenseReluLayer(32), sa.DenseLinearLayer(10)],
+                     comp_type="CPU", seed=seed, dtype=dtype)
+    model.initialize_weights("Xavier", bias_constant=0.1)
+    return model
+
+
+def assert_same_weights(a, b, rtol=1e-9):
+    assert [layer.layer_type for layer in a.layers] == [layer.layer_type for layer in b.layers]
+    for la, lb in zip(a.layers, b.layers):
+        np.testing.assert_allclose(la.values, lb.values, rtol=rtol, atol=1e-12)
+        np.testing.assert_allclose(la.biases, lb.biases, rtol=rtol, atol=1e-12)
+
+
+@pytest.fixture
+def pools(head, small):
+    """Two Ray workers and the same two workers in this process."""
+    remote = cluster.ray_workers(2, seed=7, data=small, experiment="pytest")
+    local = cluster.local_workers(2, seed=7, data=small)
+    yield remote, local
+    remote.shutdown()
+
+
+def test_workers_are_named_and_get_their_shard_without_a_copy(pools):
+    remote, _ = pools
+    from ray.util.state import list_actors
+
+    names = {actor.name for actor in list_actors(filters=[("state", "=", "ALIVE")])}
+    assert all(name in names for name in remote.names)
+    assert all(name.startswith(f"pytest/trainer/shard-{i}-") for i, name in enumerate(remote.names))
+    for info in remote.call("shard_info", [()] * 2):
+        assert info["rows"] == 1000 and info["bytes"] == 1000 * 784
+        assert not info["writeable"]
+        assert "plasma" in info["mapping"] or "/dev/shm" in info["mapping"], info["mapping"]
+
+
+@pytest.mark.parametrize("mix", ["average", "importance"])
+def test_train_and_mix_equals_one_process(pools, small, mix):
+    remote, local = pools
+    results = []
+    for pool in (remote, local):
+        model = small_model()
+        pruning = cluster.Pruning(targets={1: 0.6}, convert_at=0.6)
+        result = cluster.train_and_mix(model, pool, rounds=2, local_steps=4, mix=mix, prune=pruning,
+                                       test=small.test, progress=False, settings={"batch_size": 32})
+        results.append(result)
+    assert_same_weights(results[0].model, results[1].model)
+    assert results[0].model.layers[0].is_sparse  # converted on the driver, trained sparse on the workers
+    assert [r["accuracy"] for r in results[0].rounds] == [r["accuracy"] for r in results[1].rounds]
+    assert results[0].rounds[1]["sparsity"] == pytest.approx(0.6, abs=1e-3)
+
+
+def test_vulcanize_equals_one_process(pools, small):
+    remote, local = pools
+    models = []
+    for pool in (remote, local):
+        model = small_model(seed=3)
+        cluster.vulcanize(model, pool, [20, 12, 10], rounds=2, local_steps=3, test=small.test, progress=False,
+                          seed=5, settings={"batch_size": 16})
+        models.append(model)
+    assert_same_weights(*models)
+    assert not np.array_equal(models[0].layers[2].weights, small_model(seed=3).layers[2].weights)
+
+
+def test_bad_input_fails_fast(head, small):
+    start = time.monotonic()
+    with pytest.raises(cluster.ClusterError, match="3 workers need 3 CPUs .* the cluster has 2"):
+        cluster.ray_workers(3, seed=0, data=small)
+    with pytest.raises(ValueError, match="need 30 units in main layer 1, which has 32|units"):
+        cluster.vulcanize(small_model(), cluster.local_workers(2, 0, small), [15, 30, 10], 1, 1, test=small.test)
+    assert time.monotonic() - start < 10
+    code = "from sparana import cluster; cluster.init(address='127.0.0.1:%d')" % free_port()
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "no Ray cluster answers at" in done.stderr
+    assert time.monotonic() - start < 20
+
+
+def test_dashboard_api_requires_the_token(head):
+    with pytest.raises(urllib.error.HTTPError, match="401"):
+        urllib.request.urlopen(f"{head.dashboard}/api/jobs/", timeout=10)
+    request = urllib.request.Request(f"{head.dashboard}/api/jobs/", headers={"Authorization": f"Bearer {head.token()}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def test_ray_job_submit_runs_the_distributed_job(head, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    results = tmp_path / "results"
+    command = [str(RAY), "job", "submit", "--address", head.dashboard, "--working-dir", str(ROOT), "--no-wait",
+               "--", "python", "jobs/distributed_mnist.py", "--workers", "2", "--mix-rounds", "1",
+               "--prune-levels", "0.5", "--vulcanize-rounds", "1", "--local-steps", "3", "--no-progress",
+               "--results", str(results)]
+    done = subprocess.run(command, capture_output=True, text=True, env=head.env, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    job_id = re.search(r"raysubmit_[A-Za-z0-9]+", done.stdout).group(0)
+    client = JobSubmissionClient(head.dashboard, headers={"Authorization": f"Bearer {head.token()}"})
+    deadline = time.monotonic() + 400
+    while client.get_job_status(job_id) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, "the job did not finish in time"
+        time.sleep(2)
+    logs = client.get_job_logs(job_id)
+    assert client.get_job_status(job_id) == JobStatus.SUCCEEDED, logs[-3000:]
+    assert "final test accuracy" in logs and "distributed_mnist/trainer/shard-1" in logs
+    stages = json.loads((results / "results.json").read_text())["stages"]
+    assert [s["name"] for s in stages] == ["train and mix", "prune and mix", "vulcanize"]
+
+
+def medium_model(seed=0):
+    model = sa.Model(784, [sa.DenseReluLayer(256), sa.DenseReluLayer(128), sa.DenseLinearLayer(10)],
+                     comp_type="CPU", seed=seed, dtype="float64")
+    model.initialize_weights("Xavier", bias_constant=0.1)
+    return model
+
+
+def test_a_worker_killed_mid_round_is_restarted_and_the_result_is_unchanged(head, small):
+    remote = cluster.ray_workers(2, seed=11, data=small, experiment="pytest-kill")
+    try:
+        pids = [info["pid"] for info in remote.call("ping", [()] * 2)]
+        killer = threading.Timer(1.5, lambda: ray.kill(remote.actors[0], no_restart=False))
+        model = medium_model()
+        killer.start()
+        result = cluster.train_and_mix(model, remote, rounds=1, local_steps=300, test=small.test, progress=False,
+                                       settings={"batch_size": 64})
+        killer.join()
+        after = [info["pid"] for info in remote.call("ping", [()] * 2)]
+    finally:
+        remote.shutdown()
+    assert after[0] != pids[0] and after[1] == pids[1]  # worker 0 was replaced, worker 1 was not
+    assert result.rounds[0]["round_seconds"] > 1.5  # the kill came in the middle of the round
+    reference = medium_model()
+    cluster.train_and_mix(reference, cluster.local_workers(2, seed=11, data=small), rounds=1, local_steps=300,
+                          test=small.test, progress=False, settings={"batch_size": 64})
+    assert_same_weights(model, reference)
+
+
+def test_a_worker_that_cannot_come_back_fails_the_experiment_and_keeps_its_checkpoint(head, small, tmp_path):
+    path = tmp_path / "lost.safetensors"
+    remote = cluster.ray_workers(2, seed=1, data=small, experiment="pytest-lost")
+    try:
+        model = medium_model()
+        options = dict(local_steps=300, test=small.test, progress=False, checkpoint=path, name="lost",
+                       settings={"batch_size": 64})
+        cluster.train_and_mix(model, remote, rounds=1, **options)
+        saved = path.read_bytes()
+        killer = threading.Timer(1.0, lambda: ray.kill(remote.actors[1], no_restart=True))
+        killer.start()
+        with pytest.raises(cluster.ClusterError, match=f"(?s)died and Ray could not restart it.*last checkpoint is .*{path.name}"):
+            cluster.train_and_mix(model, remote, rounds=3, resume=path, **options)
+        killer.join()
+    finally:
+        remote.shutdown()
+    assert path.read_bytes() == saved
+    assert sa.read_checkpoint(path, tensors=False).extra["round"] == 0
+
+
+def test_resume_on_ray_continues_from_the_third_round(head, small, tmp_path):
+    path = tmp_path / "resume.safetensors"
+    remote = cluster.ray_workers(2, seed=5, data=small, experiment="pytest-resume")
+    try:
+        options = dict(local_steps=3, test=small.test, progress=False, seed=5, name="resume",
+                       settings={"batch_size": 32})
+        whole = cluster.train_and_mix(medium_model(), remote, rounds=4, **options)
+        stopped = cluster.train_and_mix(medium_model(), remote, rounds=2, checkpoint=path, **options)
+        resumed = cluster.train_and_mix(medium_model(seed=9), remote, rounds=4, checkpoint=path, resume=path,
+                                        **options)
+    finally:
+        remote.shutdown()
+    assert len(stopped.rounds) == 2 and resumed.resumed_from == 2
+    assert [r["round"] for r in resumed.rounds] == [0, 1, 2, 3]
+    for a, b in zip(whole.model.layers, resumed.model.layers):
+        assert np.array_equal(a.values, b.values) and np.array_equal(a.biases, b.biases)
+
+
+def test_worker_metrics_reach_the_metrics_endpoint(head, small):
+    remote = cluster.ray_workers(2, seed=0, data=small, experiment="pytest-metrics")
+    try:
+        cluster.train_and_mix(small_model(), remote, rounds=1, local_steps=2, test=small.test, progress=False,
+                              name="pytest-metrics")
+        wanted = ['ray_sparana_worker_loss{', 'ray_sparana_worker_samples_per_second{',
+                  'ray_sparana_worker_accuracy{', 'ray_sparana_master_accuracy{']
+        deadline, text = time.monotonic() + 90, ""
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{head.metrics_port}/metrics", timeout=10) as response:
+                text = response.read().decode()
+            lines = [line for line in text.splitlines() if 'experiment="pytest-metrics"' in line]
+            if all(any(line.startswith(w) for line in lines) for w in wanted):
+                break
+            time.sleep(2)
+    finally:
+        remote.shutdown()
+    losses = [line for line in lines if line.startswith("ray_sparana_worker_loss{")]
+    assert {re.search(r'shard="(\d)"', line).group(1) for line in losses} == {"0", "1"}, text[-2000:]
+    assert all('role="trainer"' in line for line in losses)
+    assert any(line.startswith("ray_sparana_master_accuracy{") for line in lines)

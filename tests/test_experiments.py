@@ -1,0 +1,94 @@
+"""The driver's experiments in one process: checkpoints, resume and the refusals."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+import sparana as sa
+from sparana import cluster
+from sparana.data import MnistData
+
+
+@pytest.fixture(scope="module")
+def small():
+    mnist = sa.load_mnist()
+    return MnistData(mnist.train.slice(0, 1200), mnist.test.slice(0, 300))
+
+
+def tiny_model(seed=0):
+    model = sa.Model(784, [sa.DenseReluLayer(24), sa.DenseReluLayer(16), sa.DenseLinearLayer(10)],
+                     comp_type="CPU", seed=seed, dtype="float64")
+    model.initialize_weights("Xavier", bias_constant=0.1)
+    return model
+
+
+def run(small, rounds, checkpoint=None, resume=None, name="mix", model=None, seed=3):
+    pool = cluster.local_workers(2, seed=seed, data=small)
+    pruning = cluster.Pruning(targets={1: 0.5, 2: 0.8}, convert_at=0.8)
+    return cluster.train_and_mix(model or tiny_model(), pool, rounds, 3, prune=pruning, test=small.test,
+                                 progress=False, name=name, seed=seed, checkpoint=checkpoint, resume=resume,
+                                 settings={"batch_size": 16})
+
+
+def test_resume_after_the_second_round_equals_an_uninterrupted_run(small, tmp_path):
+    path = tmp_path / "mix.safetensors"
+    whole = run(small, 4)
+    first = run(small, 2, checkpoint=path)
+    assert [r["round"] for r in first.rounds] == [0, 1]
+    resumed = run(small, 4, checkpoint=path, resume=path)
+    assert resumed.resumed_from == 2
+    assert [r["round"] for r in resumed.rounds] == [0, 1, 2, 3]
+    assert resumed.rounds[:2] == first.rounds
+    for a, b in zip(whole.model.layers, resumed.model.layers):
+        assert a.is_sparse == b.is_sparse
+        assert np.array_equal(a.values, b.values) and np.array_equal(a.biases, b.biases)
+    assert [r["accuracy"] for r in whole.rounds] == [r["accuracy"] for r in resumed.rounds]
+    assert sa.read_checkpoint(path, tensors=False).extra["round"] == 3
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused(small, tmp_path):
+    path = tmp_path / "mix.safetensors"
+    run(small, 1, checkpoint=path)
+    model = tiny_model()
+    before = [layer.values.copy() for layer in model.layers]
+    with pytest.raises(sa.CheckpointError, match="belongs to experiment 'mix', not 'other'"):
+        run(small, 3, resume=path, name="other", model=model)
+    with pytest.raises(sa.CheckpointError, match="seed 3 differs"):
+        run(small, 3, resume=path, seed=4, model=model)
+    short = tmp_path / "short.safetensors"
+    short.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(sa.CheckpointError):
+        run(small, 3, resume=short, model=model)
+    other_version = tmp_path / "v9.safetensors"
+    other_version.write_bytes(_with_version(path.read_bytes(), "9"))
+    with pytest.raises(sa.CheckpointError, match="version"):
+        run(small, 3, resume=other_version, model=model)
+    for layer, values in zip(model.layers, before):  # the run did not start from any of them
+        assert np.array_equal(layer.values, values)
+
+
+def _with_version(raw, version):
+    """The same safetensors file with another format_version in its header."""
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + size])
+    header["__metadata__"]["format_version"] = version
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    return struct.pack("<Q", len(encoded)) + encoded + raw[8 + size:]
+
+
+def test_vulcanize_checkpoints_and_resumes(small, tmp_path):
+    path = tmp_path / "vulcanize.safetensors"
+    models = []
+    for plan in ([(3, None)], [(1, path), (3, path)]):
+        model = tiny_model(seed=1)
+        for rounds, checkpoint in plan:
+            pool = cluster.local_workers(2, seed=2, data=small)
+            cluster.vulcanize(model, pool, None, rounds, 2, test=small.test, progress=False, seed=2,
+                              checkpoint=checkpoint, resume=checkpoint if rounds == 3 and checkpoint else None,
+                              settings={"batch_size": 16})
+        models.append(model)
+    for a, b in zip(*[m.layers for m in models]):
+        assert np.array_equal(a.values, b.values)
