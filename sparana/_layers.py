@@ -162,7 +162,8 @@ class Layer:
         """Outputs (n_out, batch) for inputs x (n_in, batch); caches what backward needs when ``train``."""
         self._require_parameters()
         batch = x.shape[1]
-        out = self._buffer("out", (self._size, batch)) if train else self.backend.zeros((self._size, batch))
+        shape = (self._size, batch)
+        out = self._buffer("out", shape) if train else self.backend.xp.empty(shape, dtype=self.backend.dtype)
         values = self.values
         mask = None
         if self._drop_connect(train):

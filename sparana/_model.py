@@ -11,6 +11,7 @@ from . import _initializers as init
 from ._backend import Backend, to_host
 from ._layers import DENSE_LAYERS, DROPOUT_STYLES, Layer, check_ratio
 from ._losses import loss_and_gradient, resolve_loss
+from ._threads import single_threaded_blas
 from ._sparse_layers import SPARSE_LAYERS
 
 # Rows evaluated at once by the inference methods, to bound their memory.
@@ -178,8 +179,16 @@ class Model:
             x = layer.forward(x, train=train)
         return x
 
+    def _blas_context(self):
+        """One BLAS thread while a CPU model with sparse layers runs (see sparana._threads)."""
+        return single_threaded_blas(not self.backend.is_gpu and any(layer.is_sparse for layer in self._layers))
+
     def _evaluate(self, inputs, depth=None):
         """Batch-major outputs after ``depth`` layers, evaluated in chunks without dropout."""
+        with self._blas_context():
+            return self._evaluate_chunks(inputs, depth)
+
+    def _evaluate_chunks(self, inputs, depth):
         x = self._inputs(inputs)
         batch = x.shape[1]
         if depth is None:

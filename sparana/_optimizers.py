@@ -229,7 +229,7 @@ class SGDOptimizer(Optimizer):
     def _update(self, w, g, slot, l1, l2, decay1, decay2):
         kernels = self.model.backend.kernels
         kernels.sgd_update(w, g, slot.state.get("velocity"), slot.index, self.learning_rate, self.momentum,
-                           self.clip, l1, l2, decay1, decay2)
+                           self.clip, l1, l2, decay1, decay2, parallel=slot.layer.is_sparse)
 
 
 class AdamOptimizer(Optimizer):
@@ -262,7 +262,7 @@ class AdamOptimizer(Optimizer):
     def _update(self, w, g, slot, l1, l2, decay1, decay2):
         self.model.backend.kernels.adam_update(
             w, g, slot.state["m"], slot.state["v"], slot.index, self._step_size, self.beta1, self.beta2,
-            self.epsilon, self.clip, l1, l2, decay1, decay2)
+            self.epsilon, self.clip, l1, l2, decay1, decay2, parallel=slot.layer.is_sparse)
 
 
 def SelectedAdamOptimizer(model, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8, l1_constant=None,

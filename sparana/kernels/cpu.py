@@ -2,28 +2,56 @@
 
 Same functions and calling convention as :mod:`sparana.kernels.generic`, which
 is their reference in the tests. Each loop runs in parallel over rows that no
-other thread writes, so results do not depend on thread timing: a seeded run
-is repeatable bit for bit.
+other thread writes, so results do not depend on thread timing or count: a
+seeded run is repeatable bit for bit.
+
+A call runs on one thread when its work is too small to pay for waking the
+thread pool (up to a hundred microseconds), and so do the element-wise steps
+of dense layers (``parallel=False``): between the BLAS matrix products of a
+dense model, a second thread pool would only fight BLAS's own threads for the
+cores. The sparse products and the updates of sparse layers, which have no
+BLAS around them, run in parallel. The sparse products handle four stored entries per pass over a
+row of the batch, which halves the loads and stores of the accumulator.
 """
 
 from __future__ import annotations
 
 import os
+import types
 
-# Numba's OpenMP threads must sleep, not spin, between kernels: spinning threads
-# would take the cores from the BLAS threads of the matrix products in between.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Numba's OpenMP threads spin a short while after a kernel, then sleep: long
+# enough to make back-to-back kernels cheap to launch, short enough not to
+# take the cores from the BLAS threads of the matrix products that follow.
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
+import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
-from .pattern import SparsePattern
+from .pattern import SparsePattern  # noqa: E402
 
-_JIT = dict(parallel=True, fastmath=True, cache=True, nogil=True)
-_SERIAL = dict(parallel=False, fastmath=True, cache=True, nogil=True)
+_OPTIONS = dict(fastmath=True, cache=True, nogil=True)
+# Below this many multiply-adds (or elements) a kernel runs on one thread.
+PARALLEL_WORK = 1 << 16
 
 
-@njit(**_SERIAL)
+def _compile(function):
+    """``function`` compiled to run in parallel over the rows of its ``prange`` loop."""
+    return njit(parallel=True, **_OPTIONS)(function)
+
+
+def _run(kernel, work, *args):
+    """Run ``kernel``, on one thread (no pool to wake) when ``work`` is small (or 0: never parallel)."""
+    if work >= PARALLEL_WORK:
+        return kernel(*args)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return kernel(*args)
+    finally:
+        numba.set_num_threads(threads)
+
+
 def _bias_activation(z, bias, relu):
     n, batch = z.shape
     for k in prange(n):
@@ -38,11 +66,13 @@ def _bias_activation(z, bias, relu):
                 row[j] += b
 
 
+_BIAS_ACTIVATION = _compile(_bias_activation)
+
+
 def bias_activation(z, bias, relu):
-    _bias_activation(z, bias, relu)
+    _run(_BIAS_ACTIVATION, 0, z, bias, relu)
 
 
-@njit(**_SERIAL)
 def _relu_backward(grad, outputs, scale):
     n, batch = grad.shape
     for k in prange(n):
@@ -52,11 +82,13 @@ def _relu_backward(grad, outputs, scale):
             g[j] = g[j] * scale if a[j] > 0 else 0
 
 
+_RELU_BACKWARD = _compile(_relu_backward)
+
+
 def relu_backward(grad, outputs, scale=1.0):
-    _relu_backward(grad, outputs, grad.dtype.type(scale))
+    _run(_RELU_BACKWARD, 0, grad, outputs, grad.dtype.type(scale))
 
 
-@njit(**_JIT)
 def _spmm(indptr, indices, data, x, bias, has_bias, relu, out):
     n_out = indptr.size - 1
     batch = x.shape[1]
@@ -65,25 +97,46 @@ def _spmm(indptr, indices, data, x, bias, has_bias, relu, out):
         b = bias[k] if has_bias else 0
         for j in range(batch):
             acc[j] = b
-        for p in range(indptr[k], indptr[k + 1]):
-            w = data[p]
-            xr = x[indices[p]]
+        p, end = indptr[k], indptr[k + 1]
+        while p + 3 < end:
+            w0, w1, w2, w3 = data[p], data[p + 1], data[p + 2], data[p + 3]
+            x0, x1, x2, x3 = x[indices[p]], x[indices[p + 1]], x[indices[p + 2]], x[indices[p + 3]]
+            for j in range(batch):
+                acc[j] += (w0 * x0[j] + w1 * x1[j]) + (w2 * x2[j] + w3 * x3[j])
+            p += 4
+        while p < end:
+            w, xr = data[p], x[indices[p]]
             for j in range(batch):
                 acc[j] += w * xr[j]
+            p += 1
         if relu:
             for j in range(batch):
                 if acc[j] < 0:
                     acc[j] = 0
 
 
+_SPMM = _compile(_spmm)
+
+
+# Batch columns per pass of the sparse product: the rows of x it gathers then stay in the
+# core's cache (for large batches, e.g. inference, x itself does not).
+SPMM_BLOCK = 128
+
+
 def spmm(pattern: SparsePattern, data, x, bias, relu, out):
-    x = np.ascontiguousarray(x)
     has_bias = bias is not None
-    _spmm(pattern.indptr, pattern.indices, data, x, bias if has_bias else data[:0], has_bias,
-          bool(relu and has_bias), out)
+    bias = bias if has_bias else data[:0]
+    relu = bool(relu and has_bias)
+    batch = x.shape[1]
+    for start in range(0, batch, SPMM_BLOCK):
+        stop = min(start + SPMM_BLOCK, batch)
+        block = out if stop - start == batch else np.empty((out.shape[0], stop - start), out.dtype)
+        _run(_SPMM, pattern.nnz * (stop - start), pattern.indptr, pattern.indices, data,
+             np.ascontiguousarray(x[:, start:stop]), bias, has_bias, relu, block)
+        if block is not out:
+            out[:, start:stop] = block
 
 
-@njit(**_JIT)
 def _spmm_t(t_indptr, t_indices, perm, data, grad, out):
     n_in = t_indptr.size - 1
     batch = grad.shape[1]
@@ -91,39 +144,68 @@ def _spmm_t(t_indptr, t_indices, perm, data, grad, out):
         acc = out[i]
         for j in range(batch):
             acc[j] = 0
-        for q in range(t_indptr[i], t_indptr[i + 1]):
-            w = data[perm[q]]
-            gr = grad[t_indices[q]]
+        q, end = t_indptr[i], t_indptr[i + 1]
+        while q + 3 < end:
+            w0, w1, w2, w3 = data[perm[q]], data[perm[q + 1]], data[perm[q + 2]], data[perm[q + 3]]
+            g0, g1 = grad[t_indices[q]], grad[t_indices[q + 1]]
+            g2, g3 = grad[t_indices[q + 2]], grad[t_indices[q + 3]]
+            for j in range(batch):
+                acc[j] += (w0 * g0[j] + w1 * g1[j]) + (w2 * g2[j] + w3 * g3[j])
+            q += 4
+        while q < end:
+            w, gr = data[perm[q]], grad[t_indices[q]]
             for j in range(batch):
                 acc[j] += w * gr[j]
+            q += 1
+
+
+_SPMM_T = _compile(_spmm_t)
 
 
 def spmm_t(pattern: SparsePattern, data, grad, out):
-    _spmm_t(pattern.t_indptr, pattern.t_indices, pattern.perm, data, np.ascontiguousarray(grad), out)
+    grad = np.ascontiguousarray(grad)
+    _run(_SPMM_T, pattern.nnz * grad.shape[1], pattern.t_indptr, pattern.t_indices, pattern.perm, data, grad, out)
 
 
-@njit(**_JIT)
 def _sddmm(indptr, indices, grad, x, out):
     n_out = indptr.size - 1
     batch = grad.shape[1]
+    zero = out.dtype.type(0)
     for k in prange(n_out):
         gr = grad[k]
-        for p in range(indptr[k], indptr[k + 1]):
+        p, end = indptr[k], indptr[k + 1]
+        while p + 3 < end:  # four dot products share each load of the gradient row
+            x0, x1, x2, x3 = x[indices[p]], x[indices[p + 1]], x[indices[p + 2]], x[indices[p + 3]]
+            a0 = a1 = a2 = a3 = zero
+            for j in range(batch):
+                g = gr[j]
+                a0 += g * x0[j]
+                a1 += g * x1[j]
+                a2 += g * x2[j]
+                a3 += g * x3[j]
+            out[p], out[p + 1], out[p + 2], out[p + 3] = a0, a1, a2, a3
+            p += 4
+        while p < end:
             xr = x[indices[p]]
-            acc = out.dtype.type(0)
+            acc = zero
             for j in range(batch):
                 acc += gr[j] * xr[j]
             out[p] = acc
+            p += 1
+
+
+_SDDMM = _compile(_sddmm)
 
 
 def sddmm(pattern: SparsePattern, grad, x, out):
-    _sddmm(pattern.indptr, pattern.indices, np.ascontiguousarray(grad), np.ascontiguousarray(x), out)
+    grad, x = np.ascontiguousarray(grad), np.ascontiguousarray(x)
+    _run(_SDDMM, pattern.nnz * grad.shape[1], pattern.indptr, pattern.indices, grad, x, out)
 
 
 # Optimizer steps. Each element is independent, so the loops split freely across
-# threads. ``index`` selects trained entries; the dense variants train all.
+# threads. ``index`` selects trained entries; the "all" variants train every one.
 
-@njit(inline="always")
+@njit(inline="always", fastmath=True)
 def _gradient(w, g, clip, l1, l2):
     if clip > 0:
         g = min(max(g, -clip), clip)
@@ -134,69 +216,73 @@ def _gradient(w, g, clip, l1, l2):
     return g
 
 
-@njit(**_JIT)
+@njit(inline="always", fastmath=True)
+def _adam_step(wi, gi, mi, vi, step, beta1, beta2, eps, clip, l1, l2, decay1, decay2):
+    """New (weight, first moment, second moment) of one entry."""
+    gi = _gradient(wi, gi, clip, l1, l2)
+    mi = beta1 * mi + (1 - beta1) * gi
+    vi = beta2 * vi + (1 - beta2) * gi * gi
+    return wi - (step * mi / (np.sqrt(vi) + eps) + decay2 * wi + decay1 * np.sign(wi)), mi, vi
+
+
 def _adam_all(w, g, m, v, step, beta1, beta2, eps, clip, l1, l2, decay1, decay2):
     for i in prange(w.size):
-        wi = w[i]
-        gi = _gradient(wi, g[i], clip, l1, l2)
-        mi = beta1 * m[i] + (1 - beta1) * gi
-        vi = beta2 * v[i] + (1 - beta2) * gi * gi
-        m[i] = mi
-        v[i] = vi
-        w[i] = wi - (step * mi / (np.sqrt(vi) + eps) + decay2 * wi + decay1 * np.sign(wi))
+        w[i], m[i], v[i] = _adam_step(w[i], g[i], m[i], v[i], step, beta1, beta2, eps, clip, l1, l2, decay1, decay2)
 
 
-@njit(**_JIT)
 def _adam_indexed(w, g, index, m, v, step, beta1, beta2, eps, clip, l1, l2, decay1, decay2):
     for n in prange(index.size):
         i = index[n]
-        wi = w[i]
-        gi = _gradient(wi, g[i], clip, l1, l2)
-        mi = beta1 * m[n] + (1 - beta1) * gi
-        vi = beta2 * v[n] + (1 - beta2) * gi * gi
-        m[n] = mi
-        v[n] = vi
-        w[i] = wi - (step * mi / (np.sqrt(vi) + eps) + decay2 * wi + decay1 * np.sign(wi))
+        w[i], m[n], v[n] = _adam_step(w[i], g[i], m[n], v[n], step, beta1, beta2, eps, clip, l1, l2, decay1, decay2)
 
 
-def adam_update(w, g, m, v, index, step, beta1, beta2, eps, clip, l1, l2, decay1, decay2):
+_ADAM_ALL, _ADAM_INDEXED = _compile(_adam_all), _compile(_adam_indexed)
+
+
+def adam_update(w, g, m, v, index, step, beta1, beta2, eps, clip, l1, l2, decay1, decay2, parallel=True):
     f = w.dtype.type
     args = (f(step), f(beta1), f(beta2), f(eps), f(clip), f(l1), f(l2), f(decay1), f(decay2))
     if index is None:
-        _adam_all(w, g, m, v, *args)
+        _run(_ADAM_ALL, w.size * parallel, w, g, m, v, *args)
     else:
-        _adam_indexed(w, g, index, m, v, *args)
+        _run(_ADAM_INDEXED, index.size * parallel, w, g, index, m, v, *args)
 
 
-@njit(**_JIT)
+@njit(inline="always", fastmath=True)
+def _sgd_step(wi, gi, vi, lr, momentum, use_momentum, clip, l1, l2, decay1, decay2):
+    """New (weight, velocity) of one entry."""
+    gi = _gradient(wi, gi, clip, l1, l2)
+    if use_momentum:
+        gi = momentum * vi + gi
+    return wi - (lr * gi + decay2 * wi + decay1 * np.sign(wi)), gi
+
+
 def _sgd_all(w, g, velocity, lr, momentum, use_momentum, clip, l1, l2, decay1, decay2):
     for i in prange(w.size):
-        wi = w[i]
-        gi = _gradient(wi, g[i], clip, l1, l2)
+        vi = velocity[i] if use_momentum else w[i]
+        w[i], vi = _sgd_step(w[i], g[i], vi, lr, momentum, use_momentum, clip, l1, l2, decay1, decay2)
         if use_momentum:
-            gi = momentum * velocity[i] + gi
-            velocity[i] = gi
-        w[i] = wi - (lr * gi + decay2 * wi + decay1 * np.sign(wi))
+            velocity[i] = vi
 
 
-@njit(**_JIT)
 def _sgd_indexed(w, g, index, velocity, lr, momentum, use_momentum, clip, l1, l2, decay1, decay2):
     for n in prange(index.size):
         i = index[n]
-        wi = w[i]
-        gi = _gradient(wi, g[i], clip, l1, l2)
+        vi = velocity[n] if use_momentum else w[i]
+        w[i], vi = _sgd_step(w[i], g[i], vi, lr, momentum, use_momentum, clip, l1, l2, decay1, decay2)
         if use_momentum:
-            gi = momentum * velocity[n] + gi
-            velocity[n] = gi
-        w[i] = wi - (lr * gi + decay2 * wi + decay1 * np.sign(wi))
+            velocity[n] = vi
 
 
-def sgd_update(w, g, velocity, index, lr, momentum, clip, l1, l2, decay1, decay2):
+_SGD_ALL, _SGD_INDEXED = _compile(_sgd_all), _compile(_sgd_indexed)
+
+
+def sgd_update(w, g, velocity, index, lr, momentum, clip, l1, l2, decay1, decay2, parallel=True):
     f = w.dtype.type
     use_momentum = velocity is not None
     velocity = velocity if use_momentum else w[:0]
     args = (f(lr), f(momentum), use_momentum, f(clip), f(l1), f(l2), f(decay1), f(decay2))
     if index is None:
-        _sgd_all(w, g, velocity, *args)
+        _run(_SGD_ALL, w.size * parallel, w, g, velocity, *args)
     else:
-        _sgd_indexed(w, g, index, velocity, *args)
+        _run(_SGD_INDEXED, index.size * parallel, w, g, index, velocity, *args)

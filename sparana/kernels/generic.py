@@ -83,7 +83,7 @@ def _decoupled(w, decay1, decay2):
     return decay2 * w + decay1 * xp.sign(w)
 
 
-def adam_update(w, g, m, v, index, step, beta1, beta2, eps, clip, l1, l2, decay1, decay2):
+def adam_update(w, g, m, v, index, step, beta1, beta2, eps, clip, l1, l2, decay1, decay2, parallel=True):
     """One Adam step on the flat parameter ``w`` (in place).
 
     ``index`` (or None for every entry) selects the trained entries of ``w`` and
@@ -91,7 +91,7 @@ def adam_update(w, g, m, v, index, step, beta1, beta2, eps, clip, l1, l2, decay1
     bias-corrected step size lr*sqrt(1-beta2^t)/(1-beta1^t); ``clip`` > 0 clips
     the data gradient element-wise; ``l1``/``l2`` are coupled penalties (part of
     the loss); ``decay1``/``decay2`` are the original's decoupled decays, already
-    multiplied by lr/B.
+    multiplied by lr/B. ``parallel`` is a hint for the CPU kernels (ignored here).
     """
     dtype = w.dtype.type
     wi = w if index is None else w[index]
@@ -110,7 +110,7 @@ def adam_update(w, g, m, v, index, step, beta1, beta2, eps, clip, l1, l2, decay1
         w[index] = wi - delta
 
 
-def sgd_update(w, g, velocity, index, lr, momentum, clip, l1, l2, decay1, decay2):
+def sgd_update(w, g, velocity, index, lr, momentum, clip, l1, l2, decay1, decay2, parallel=True):
     """One SGD step (with heavy-ball momentum when ``velocity`` is given), in place.
 
     velocity <- momentum * velocity + g;  w <- w - lr * velocity.  The other
