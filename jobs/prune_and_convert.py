@@ -1,7 +1,7 @@
 """Prune and convert (the original documentation's example): train, prune iteratively with
 retraining, convert to truly sparse layers, retrain on the fixed pattern.
 
-    python jobs/prune_and_convert.py            # levels 50 80 90 95 98 % of the hidden weights
+    python jobs/prune_and_convert.py       # levels 50 70 80 85 90 93 95 97 98 % of the hidden weights
 
 For each level the hidden layers are pruned to that sparsity by |W| (or MAAV), the model is
 retrained (masked dense below --convert-at, sparse CSR from it on), and the job prints a table of
@@ -22,13 +22,16 @@ from sparana._layers import DENSE_LAYERS
 
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--levels", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95, 0.98],
+    parser.add_argument("--levels", type=float, nargs="+", default=[0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98],
                         help="target sparsities of the hidden layers, in order")
     parser.add_argument("--epochs", type=float, default=3, help="training epochs before pruning")
-    parser.add_argument("--retrain-epochs", type=float, default=1, help="retraining epochs per level")
+    parser.add_argument("--retrain-epochs", type=float, default=2, help="retraining epochs per dense level")
+    parser.add_argument("--sparse-retrain-epochs", type=float, default=3,
+                        help="retraining epochs per level once the layers are CSR (cheaper)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--retrain-learning-rate", type=float, default=5e-4)
-    parser.add_argument("--criterion", default="absolute", choices=["absolute", "MAAV"])
+    parser.add_argument("--criterion", default="MAAV", choices=["absolute", "MAAV"],
+                        help="MAAV (default) also removes weights of inputs that are always zero")
     parser.add_argument("--convert-at", type=float, default=0.9, help="sparsity from which layers are CSR")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
@@ -95,7 +98,8 @@ def main(argv=None):
         if level >= args.convert_at and not model.layers[0].is_sparse:
             model.convert_to_sparse(list(range(hidden)))
         pruned_accuracy = model.get_accuracy(test_x, test_y)
-        retrained = train(args.retrain_epochs, args.retrain_learning_rate, f"retraining at {level:.0%}")
+        epochs = args.sparse_retrain_epochs if model.layers[0].is_sparse else args.retrain_epochs
+        retrained = train(epochs, args.retrain_learning_rate, f"retraining at {level:.0%}")
         sparse_ms = inference_ms(model, batch_1000)
         as_dense = _dense_copy(model)
         row = {"sparsity": level, "layers": "CSR" if model.layers[0].is_sparse else "dense + mask",
