@@ -1,5 +1,6 @@
 """The distributed experiment: MNIST shards trained and mixed on Ray workers, pruned and converted
-to sparse layers by the driver, then vulcanized (submodels trained apart and melded back).
+to sparse layers by the driver; then a fresh model trained by vulcanizing (every round, disjoint
+submodels split off, trained apart on their workers and melded back).
 
     python jobs/distributed_mnist.py                    # an embedded Ray on this machine
     ray job submit --working-dir . -- python jobs/distributed_mnist.py   # a cluster (RAY_ADDRESS)
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import ray
 
@@ -25,9 +27,13 @@ def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=4, help="shards and workers (default 4)")
     parser.add_argument("--mix-rounds", type=int, default=4)
-    parser.add_argument("--prune-levels", type=float, nargs="*", default=[0.5, 0.8, 0.9, 0.95],
+    parser.add_argument("--prune-levels", type=float, nargs="*", default=[0.5, 0.8, 0.9],
                         help="hidden-layer sparsity after each pruning round")
-    parser.add_argument("--vulcanize-rounds", type=int, default=2)
+    parser.add_argument("--prune-extra-rounds", type=int, default=1,
+                        help="rounds of mixing at the last sparsity after the pruning rounds")
+    parser.add_argument("--vulcanize-rounds", type=int, default=10)
+    parser.add_argument("--vulcanize-workers", type=int, default=2,
+                        help="submodels per round (each holds 1/k of every hidden layer's units)")
     parser.add_argument("--local-steps", type=int, default=100, help="minibatches per worker per round")
     parser.add_argument("--mix", default="average", choices=["average", "importance"])
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -38,7 +44,10 @@ def parse(argv=None):
     parser.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or embedded)")
     parser.add_argument("--cpus-per-worker", type=float, default=None,
                         help="default: the cluster's CPUs shared evenly (at most 1 each)")
-    parser.add_argument("--results", default="results/distributed_mnist")
+    parser.add_argument("--results", default="results/distributed_mnist",
+                        help="JSON, PNG and the per-round checkpoints (checkpoints/) go here")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each stage after the last round of its checkpoint in the results folder")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -48,31 +57,50 @@ def main(argv=None):
     info = cluster.init(address=args.address, local_mode=args.local_mode)
     print(f"Ray at {info.address}: {info.num_cpus} CPUs, {info.num_gpus} GPUs; dashboard {info.dashboard_url}",
           flush=True)
-    cpus = args.cpus_per_worker or min(1.0, info.num_cpus / args.workers)
-    start = time.perf_counter()
-    workers = cluster.ray_workers(args.workers, seed=args.seed, experiment="distributed_mnist",
-                                  cpus_per_worker=cpus)
-    print(f"{args.workers} workers ready in {time.perf_counter() - start:.1f} s on {workers.comp_type}: "
-          f"{', '.join(workers.names)}", flush=True)
     model = sa.documentation_model(comp_type="CPU", seed=args.seed)
     settings = cluster.TrainSettings(learning_rate=args.learning_rate, batch_size=args.batch_size)
-    common = dict(settings=settings, progress=not args.no_progress, seed=args.seed)
-    stages = []
+    checkpoints = Path(args.results) / "checkpoints"
+
+    def options(name):
+        """Each stage checkpoints every round; --resume continues a stage from its checkpoint."""
+        path = checkpoints / f"{name.replace(' ', '_')}.safetensors"
+        return dict(settings=settings, progress=not args.no_progress, seed=args.seed, name=name, checkpoint=path,
+                    resume=path if args.resume and path.exists() else None)
+
+    stages, memory = [], []
+    workers = start_workers(args.workers, "trainer", info, args)
     stages.append(cluster.train_and_mix(model, workers, args.mix_rounds, args.local_steps, mix=args.mix,
-                                        name="train and mix", **common))
+                                        **options("train and mix")))
     if args.prune_levels:
         pruning = cluster.Pruning(targets=dict(enumerate(args.prune_levels)), convert_at=args.convert_at)
-        stages.append(cluster.train_and_mix(model, workers, len(args.prune_levels), args.local_steps,
-                                            mix=args.mix, prune=pruning, name="prune and mix", **common))
-    if args.vulcanize_rounds:
-        stages.append(cluster.vulcanize(model, workers, None, args.vulcanize_rounds, args.local_steps,
-                                        depth=3, name="vulcanize", **common))
-    report(stages, model, workers, args)
+        rounds = len(args.prune_levels) + args.prune_extra_rounds
+        stages.append(cluster.train_and_mix(model, workers, rounds, args.local_steps, mix=args.mix, prune=pruning,
+                                            **options("prune and mix")))
+    memory += workers.call("memory", [()] * len(workers))
     workers.shutdown()
+    if args.vulcanize_rounds:
+        # Vulcanizing trains a model from its start (splitting a trained model into 1/k-sized
+        # submodels costs it accuracy that a few rounds do not win back).
+        workers = start_workers(args.vulcanize_workers, "submodel", info, args)
+        fresh = sa.documentation_model(comp_type="CPU", seed=args.seed)
+        stages.append(cluster.vulcanize(fresh, workers, None, args.vulcanize_rounds, args.local_steps,
+                                        **options("vulcanize")))
+        memory += workers.call("memory", [()] * len(workers))
+        workers.shutdown()
+    report(stages, memory, args)
     return stages
 
 
-def report(stages, model, workers, args):
+def start_workers(n, role, info, args):
+    cpus = args.cpus_per_worker or min(1.0, info.num_cpus / n)
+    start = time.perf_counter()
+    workers = cluster.ray_workers(n, seed=args.seed, experiment="distributed_mnist", role=role, cpus_per_worker=cpus)
+    print(f"{n} workers ready in {time.perf_counter() - start:.1f} s on {workers.comp_type}: "
+          f"{', '.join(workers.names)}", flush=True)
+    return workers
+
+
+def report(stages, memory, args):
     print()
     print(f"{'stage':<15} {'round':>5} {'accuracy':>9} {'loss':>8} {'sparsity':>9} {'round s':>8} {'train s':>8} "
           f"{'outside %':>9}")
@@ -88,13 +116,16 @@ def report(stages, model, workers, args):
             xs.append(step)
             ys.append(r["accuracy"])
         series[stage.name] = (xs, ys)
-    memory = workers.call("memory", [()] * len(workers))
-    print(f"\nfinal test accuracy {stages[-1].accuracy:.4f}; model {model}; "
-          f"parameters stored {model.parameter_count():,}; worker peak RSS "
+    print()
+    for stage in stages:
+        print(f"{stage.name}: test accuracy {stage.accuracy:.4f} after {len(stage.rounds)} rounds")
+    for model in {id(stage.model): stage.model for stage in stages}.values():
+        print(f"{model}: {model.parameter_count():,} parameters stored")
+    print(f"final test accuracy {stages[-1].accuracy:.4f}; worker peak RSS "
           f"{max(m['peak_rss'] for m in memory) / 1e6:.0f} MB")
     results = sa.Results(args.results)
     results.save_json("results.json", {"settings": vars(args), "stages": [s.as_dict() for s in stages],
-                                       "workers": workers.names, "worker_memory": memory})
+                                       "worker_memory": memory})
     png = results.plot("rounds.png", {"test accuracy of the master model": ("round", "accuracy", series)},
                        title=f"{args.workers} Ray workers on MNIST shards")
     print(f"results: {results.path('results.json')}, {png}")
