@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 # The GPU check runs with the machine's own Python (CuPy, NumPy... already there), from the source tree.
 GPU_PY ?= python3
 
-.PHONY: demo test bench gpu-check clean
+.PHONY: demo test train bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +19,22 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	touch $@
 
+# The distributed experiment on an embedded Ray on this machine's CPUs (a few minutes on 2 cores).
 demo: $(VENV)/.installed
+	$(PY) jobs/distributed_mnist.py --local-mode
+
+# The original documentation's MNIST model in one process.
+train: $(VENV)/.installed
 	$(PY) jobs/train_mnist.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed-bench
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/dense_epoch.py
+	$(PY) benchmarks/sparse_training.py
+	$(PY) benchmarks/cluster_rounds.py
+	$(PY) benchmarks/vulcanize_accuracy.py
 
 gpu-check:
 	PYTHONPATH=$(CURDIR) $(GPU_PY) -m pytest -q tests/gpu

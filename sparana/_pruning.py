@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ._layers import check_ratio
+from ._selection import ranked, selection_count
 
 
 def present_count(layer):
@@ -36,8 +37,7 @@ def sparsity(layer):
 def ratio_counts(statistics, ratio, included):
     """Per layer: floor(ratio * candidates) where ``included[i]``, else 0 (incremental pruning)."""
     check_ratio("prune_ratio", ratio)
-    return [math.floor(ratio * int(np.count_nonzero(~np.isnan(s)))) if use else 0
-            for s, use in zip(statistics, included)]
+    return [selection_count(s, ratio, "prune_ratio") if use else 0 for s, use in zip(statistics, included)]
 
 
 def target_counts(layers, targets):
@@ -61,13 +61,8 @@ def target_counts(layers, targets):
 
 def smallest_mask(statistics, count):
     """Keep mask that drops the ``count`` candidates with the smallest statistics (ties: first position)."""
-    flat = statistics.reshape(-1)
-    keep = np.ones(flat.shape, dtype=bool)
-    candidates = np.flatnonzero(~np.isnan(flat))
-    count = min(int(count), candidates.size)
-    if count > 0:
-        order = np.argsort(flat[candidates], kind="stable")
-        keep[candidates[order[:count]]] = False
+    keep = np.ones(statistics.size, dtype=bool)
+    keep[ranked(statistics)[:max(int(count), 0)]] = False
     return keep.reshape(statistics.shape)
 
 
