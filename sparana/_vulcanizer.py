@@ -277,6 +277,21 @@ class Vulcanizer(StatisticsMixin):
         compute the submodels' inputs. Returns the list of submodels.
         """
         model = self.model
+        start = self.check_split(k, depth, sizes)
+        self._prepare(start, consolidation, data)
+        parts = []
+        for i in range(model.depth - start - 1):
+            layer = model.layers[start + i]
+            order = choose_columns(_candidate_weights(layer, None), layer.size, self.selection_type, self.std,
+                                   self.rng)
+            keep = None if sizes is None else sizes[i]
+            parts.append([np.sort(order[s::k][:keep]) for s in range(k)])
+        return [self._add(start, [p[s] for p in parts], consolidation) for s in range(k)]
+
+    def check_split(self, k, depth=None, sizes=None):
+        """Raise unless :meth:`split_models` can make ``k`` submodels of ``depth`` layers (or ``sizes``);
+        return the index of the first split layer."""
+        model = self.model
         if sizes is not None:
             self._check_sizes(sizes)
             depth = len(sizes)
@@ -287,22 +302,13 @@ class Vulcanizer(StatisticsMixin):
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive integer (the number of submodels), got {k!r}")
         start = model.depth - depth
-        smallest = min(model.layers[start + i].size for i in range(depth - 1))
-        if k > smallest:
-            raise ValueError(f"k = {k} submodels need at least k units in every split layer; the smallest "
-                             f"has {smallest}")
-        self._prepare(start, consolidation, data)
-        parts = []
         for i in range(depth - 1):
-            layer = model.layers[start + i]
-            order = choose_columns(_candidate_weights(layer, None), layer.size, self.selection_type, self.std,
-                                   self.rng)
-            keep = None if sizes is None else sizes[i]
-            if keep is not None and k * keep > layer.size:
-                raise ValueError(f"{k} disjoint submodels of {keep} units need {k * keep} units in main layer "
-                                 f"{start + i}, which has {layer.size}")
-            parts.append([np.sort(order[s::k][:keep]) for s in range(k)])
-        return [self._add(start, [p[s] for p in parts], consolidation) for s in range(k)]
+            units = model.layers[start + i].size
+            need = k * (1 if sizes is None else sizes[i])
+            if need > units:
+                raise ValueError(f"k = {k} disjoint submodels need {need} units in main layer {start + i}, "
+                                 f"which has {units}")
+        return start
 
     def _prepare(self, start, consolidation, data):
         """Validate what every split needs before choosing anything."""

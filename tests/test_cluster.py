@@ -141,7 +141,7 @@ def test_bad_input_fails_fast(head, small):
     start = time.monotonic()
     with pytest.raises(cluster.ClusterError, match="3 workers need 3 CPUs .* the cluster has 2"):
         cluster.ray_workers(3, seed=0, data=small)
-    with pytest.raises(ValueError, match="need 30 units in main layer 1, which has 32|units"):
+    with pytest.raises(ValueError, match="k = 2 disjoint submodels need 60 units in main layer 1, which has 32"):
         cluster.vulcanize(small_model(), cluster.local_workers(2, 0, small), [15, 30, 10], 1, 1, test=small.test)
     assert time.monotonic() - start < 10
     code = "from sparana import cluster; cluster.init(address='127.0.0.1:%d')" % free_port()

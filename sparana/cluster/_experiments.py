@@ -132,7 +132,7 @@ def vulcanize(model, workers, sizes, rounds, local_steps, settings=None, test=No
     config = {"kind": "vulcanize", "sizes": None if sizes is None else list(sizes), "depth": depth,
               "local_steps": local_steps, "settings": settings.as_dict(), "selection_type": selection_type,
               "consolidation": consolidation}
-    Vulcanizer(model).split_models(len(workers), depth=depth, sizes=sizes)  # refuse sizes that do not fit now
+    Vulcanizer(model).check_split(len(workers), depth=depth, sizes=sizes)  # refuse sizes that do not fit now
 
     def one_round(model, round_index):
         vulcanizer = Vulcanizer(model, selection_type=selection_type, seed=_round_seed(seed, round_index))
