@@ -104,18 +104,16 @@ def report(stages, memory, args):
     print()
     print(f"{'stage':<15} {'round':>5} {'accuracy':>9} {'loss':>8} {'sparsity':>9} {'round s':>8} {'train s':>8} "
           f"{'outside %':>9}")
-    series, step = {}, 0
+    panels = {}  # one panel per model: its stages' rounds one after the other
     for stage in stages:
-        xs, ys = [], []
         for r in stage.rounds:
             outside = 100 * r["overhead_seconds"] / r["round_seconds"]
             sparsity = f"{r['sparsity']:.0%}" if "sparsity" in r else ""
             print(f"{stage.name:<15} {r['round']:>5} {r['accuracy']:>9.4f} {r['loss']:>8.4f} {sparsity:>9} "
                   f"{r['round_seconds']:>8.2f} {r['train_seconds']:>8.2f} {outside:>8.1f}%")
-            step += 1
-            xs.append(step)
-            ys.append(r["accuracy"])
-        series[stage.name] = (xs, ys)
+        series = panels.setdefault(id(stage.model), {})
+        done = sum(len(xs) for xs, _ in series.values())
+        series[stage.name] = (list(range(done + 1, done + len(stage.rounds) + 1)), [r["accuracy"] for r in stage.rounds])
     print()
     for stage in stages:
         print(f"{stage.name}: test accuracy {stage.accuracy:.4f} after {len(stage.rounds)} rounds")
@@ -126,8 +124,9 @@ def report(stages, memory, args):
     results = sa.Results(args.results)
     results.save_json("results.json", {"settings": vars(args), "stages": [s.as_dict() for s in stages],
                                        "worker_memory": memory})
-    png = results.plot("rounds.png", {"test accuracy of the master model": ("round", "accuracy", series)},
-                       title=f"{args.workers} Ray workers on MNIST shards")
+    png = results.plot("rounds.png", {
+        " then ".join(series) + " (test accuracy)": ("round", "accuracy", series) for series in panels.values()},
+        title="Sparana on Ray workers, MNIST shards")
     print(f"results: {results.path('results.json')}, {png}")
 
 
