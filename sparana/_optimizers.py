@@ -96,7 +96,7 @@ class Optimizer:
         """One step on a batch; returns the batch loss (without the regularisation penalty)."""
         model = self.model
         value = model.backprop(inputs, labels, self.loss, self.backward_layers)
-        batch = len(inputs)
+        batch = np.shape(inputs)[0] if np.ndim(inputs) == 2 else 1
         self.steps += 1
         self._begin_step()
         coupled = self.regularization == "coupled"

@@ -129,6 +129,11 @@ class SparseLayer(Layer):
         if mask is not None:
             self._training_mask = self.backend.asarray(mask)
 
+    def forward(self, x, train=False):
+        # The kernels read the inputs row by row (a feature across the batch): make them contiguous
+        # once here, so that the backward pass (SDDMM) reuses the same copy.
+        return super().forward(self.backend.xp.ascontiguousarray(x), train)
+
     def _product(self, values, x, out, relu):
         self.backend.kernels.spmm(self._pattern, values, x, self._biases, relu, out)
 

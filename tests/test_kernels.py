@@ -1,5 +1,7 @@
 """The Numba kernels against the plain array-module reference (which is also the GPU code)."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import scipy.sparse
@@ -7,6 +9,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparana.kernels import SparsePattern, cpu, generic
+
+
+MODES = ("plain", "parallel", "parallel on one thread")
+
+
+@contextlib.contextmanager
+def kernel_mode(mode):
+    """Force every CPU kernel call down one of its three paths (see cpu._Kernel)."""
+    kernels = [k for k in vars(cpu).values() if isinstance(k, cpu._Kernel)]
+    saved = cpu.PARALLEL_WORK, [k.plain_below for k in kernels]
+    cpu.PARALLEL_WORK = float("inf") if mode == "parallel on one thread" else 0
+    for k in kernels:
+        k.plain_below = float("inf") if mode == "plain" else 0
+    try:
+        yield
+    finally:
+        cpu.PARALLEL_WORK = saved[0]
+        for k, below in zip(kernels, saved[1]):
+            k.plain_below = below
 
 
 def random_csr(rng, n_out, n_in, density, dtype):
@@ -32,28 +53,22 @@ def test_sparse_products_match_reference(params):
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
     dense = matrix.toarray()
 
-    for relu in (False, True):
-        out = np.empty((n_out, batch), dtype)
-        cpu.spmm(pattern, matrix.data, x, bias, relu, out)
-        expected = dense @ x + bias[:, None]
-        np.testing.assert_allclose(out, np.maximum(expected, 0) if relu else expected, **tol)
-        ref = np.empty_like(out)
-        generic.spmm(pattern, matrix.data, x, bias, relu, ref)
-        np.testing.assert_allclose(out, ref, **tol)
-
-    out_t = np.empty((n_in, batch), dtype)
-    cpu.spmm_t(pattern, matrix.data, grad, out_t)
-    np.testing.assert_allclose(out_t, dense.T @ grad, **tol)
-    generic.spmm_t(pattern, matrix.data, grad, out_t)
-    np.testing.assert_allclose(out_t, dense.T @ grad, **tol)
-
-    sampled = np.empty(matrix.nnz, dtype)
-    cpu.sddmm(pattern, grad, x, sampled)
     full = grad @ x.T  # the dense weight gradient in (n_out, n_in) orientation
     rows = np.repeat(np.arange(n_out), np.diff(matrix.indptr))
-    np.testing.assert_allclose(sampled, full[rows, matrix.indices], **tol)
-    generic.sddmm(pattern, grad, x, sampled)
-    np.testing.assert_allclose(sampled, full[rows, matrix.indices], **tol)
+    for kernels in (generic, *MODES):
+        with kernel_mode(kernels) if kernels in MODES else contextlib.nullcontext():
+            module = generic if kernels is generic else cpu
+            for relu in (False, True):
+                out = np.empty((n_out, batch), dtype)
+                module.spmm(pattern, matrix.data, x, bias, relu, out)
+                expected = dense @ x + bias[:, None]
+                np.testing.assert_allclose(out, np.maximum(expected, 0) if relu else expected, **tol)
+            out_t = np.empty((n_in, batch), dtype)
+            module.spmm_t(pattern, matrix.data, grad, out_t)
+            np.testing.assert_allclose(out_t, dense.T @ grad, **tol)
+            sampled = np.empty(matrix.nnz, dtype)
+            module.sddmm(pattern, grad, x, sampled)
+            np.testing.assert_allclose(sampled, full[rows, matrix.indices], **tol)
 
 
 def test_transpose_pattern_maps_values(rng):
@@ -109,8 +124,10 @@ def test_adam_update_matches_reference(params):
     w, g, index, k, rng = _update_inputs(n, indexed, seed)
     m, v = rng.standard_normal(k), rng.random(k)
     args = (index, 1e-2, 0.9, 0.999, 1e-8, clip, l1, l2, decay / 2, decay)
+    mode = MODES[seed % 3]
     w1, m1, v1 = w.copy(), m.copy(), v.copy()
-    cpu.adam_update(w1, g, m1, v1, *args)
+    with kernel_mode(mode):
+        cpu.adam_update(w1, g, m1, v1, *args, parallel=seed % 2 == 0)
     w2, m2, v2 = w.copy(), m.copy(), v.copy()
     generic.adam_update(w2, g, m2, v2, *args)
     # the plain formula
@@ -142,7 +159,8 @@ def test_sgd_update_matches_reference(params):
         w1, w2 = w.copy(), w.copy()
         v1 = None if velocity is None else velocity.copy()
         v2 = None if velocity is None else velocity.copy()
-        cpu.sgd_update(w1, g, v1, *args)
+        with kernel_mode(MODES[seed % 3]):
+            cpu.sgd_update(w1, g, v1, *args)
         generic.sgd_update(w2, g, v2, *args)
         gi = np.clip(g[sel], -clip, clip) if clip else g[sel].copy()
         gi += l2 * w[sel] + l1 * np.sign(w[sel])

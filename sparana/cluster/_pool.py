@@ -9,7 +9,6 @@ results equal what the same steps give in one process.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
@@ -185,7 +184,3 @@ def _wait_ready(actors, names, timeout=READY_TIMEOUT):
         raise ClusterError(f"workers not ready after {time.monotonic() - start:.0f} s: {missing}")
     ray.get(ready)
 
-
-def process_threads():
-    """The thread settings this process runs with (for reports)."""
-    return {name: os.environ.get(name) for name in THREAD_VARIABLES}

@@ -58,11 +58,6 @@ def model_payload(model):
     return {"architecture": describe_model(model), "layers": [layer_tensors(layer) for layer in model.layers]}
 
 
-def payload_values(payload):
-    """[(values, biases), ...] of a payload (``values``: dense weights or CSR data)."""
-    return [(t["weights"] if "weights" in t else t["data"], t["biases"]) for t in payload["layers"]]
-
-
 def load_payload(payload, model=None, comp_type="CPU"):
     """``model`` holding the payload's parameters (a new model if ``model`` does not fit)."""
     if model is None or architecture_mismatch(payload["architecture"], model):

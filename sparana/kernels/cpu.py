@@ -10,8 +10,9 @@ thread pool (up to a hundred microseconds), and so do the element-wise steps
 of dense layers (``parallel=False``): between the BLAS matrix products of a
 dense model, a second thread pool would only fight BLAS's own threads for the
 cores. The sparse products and the updates of sparse layers, which have no
-BLAS around them, run in parallel. The sparse products handle four stored entries per pass over a
-row of the batch, which halves the loads and stores of the accumulator.
+BLAS around them, run in parallel. The sparse products handle four stored
+entries per pass over a row of the batch, which halves the loads and stores
+of the accumulator.
 """
 
 from __future__ import annotations
@@ -35,23 +36,42 @@ _OPTIONS = dict(fastmath=True, cache=True, nogil=True)
 PARALLEL_WORK = 1 << 16
 
 
-def _compile(function):
-    """``function`` compiled to run in parallel over the rows of its ``prange`` loop."""
-    return njit(parallel=True, **_OPTIONS)(function)
+class _Kernel:
+    """A ``prange`` loop compiled to run in parallel, and run on one thread when its work is small
+    (or when asked): then waking the thread pool would cost more than it saves.
+
+    Calls with less work than ``plain_below`` use a plain (non-parallel) compile, which skips
+    Numba's thread-pool machinery (a few microseconds a call); the others run the parallel form,
+    which LLVM vectorises better for some loops, restricted to one thread when needed.
+    """
+
+    def __init__(self, function, plain_below=0):
+        self.parallel = njit(parallel=True, **_OPTIONS)(function)
+        self.plain_below = plain_below
+        # A renamed copy: Numba's on-disk cache is keyed by the function's name and would
+        # otherwise hand one variant's machine code to the other.
+        copy = types.FunctionType(function.__code__, function.__globals__, function.__name__ + "_plain",
+                                  function.__defaults__, function.__closure__)
+        copy.__qualname__ = function.__qualname__ + "_plain"
+        self.plain = njit(parallel=False, **_OPTIONS)(copy)
+
+    def __call__(self, work, *args, parallel=True):
+        """Run on ``args``: in parallel when ``work`` is large and ``parallel``, else on one thread."""
+        if work < self.plain_below:
+            return self.plain(*args)
+        if parallel and work >= PARALLEL_WORK:
+            return self.parallel(*args)
+        threads = numba.get_num_threads()
+        if threads == 1:
+            return self.parallel(*args)
+        numba.set_num_threads(1)
+        try:
+            return self.parallel(*args)
+        finally:
+            numba.set_num_threads(threads)
 
 
-def _run(kernel, work, *args):
-    """Run ``kernel``, on one thread (no pool to wake) when ``work`` is small (or 0: never parallel)."""
-    if work >= PARALLEL_WORK:
-        return kernel(*args)
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        return kernel(*args)
-    finally:
-        numba.set_num_threads(threads)
-
-
+ALWAYS = float("inf")
 def _bias_activation(z, bias, relu):
     n, batch = z.shape
     for k in prange(n):
@@ -66,11 +86,11 @@ def _bias_activation(z, bias, relu):
                 row[j] += b
 
 
-_BIAS_ACTIVATION = _compile(_bias_activation)
+_BIAS_ACTIVATION = _Kernel(_bias_activation, plain_below=ALWAYS)
 
 
 def bias_activation(z, bias, relu):
-    _run(_BIAS_ACTIVATION, 0, z, bias, relu)
+    _BIAS_ACTIVATION(0, z, bias, relu)
 
 
 def _relu_backward(grad, outputs, scale):
@@ -82,11 +102,11 @@ def _relu_backward(grad, outputs, scale):
             g[j] = g[j] * scale if a[j] > 0 else 0
 
 
-_RELU_BACKWARD = _compile(_relu_backward)
+_RELU_BACKWARD = _Kernel(_relu_backward, plain_below=ALWAYS)
 
 
 def relu_backward(grad, outputs, scale=1.0):
-    _run(_RELU_BACKWARD, 0, grad, outputs, grad.dtype.type(scale))
+    _RELU_BACKWARD(0, grad, outputs, grad.dtype.type(scale))
 
 
 def _spmm(indptr, indices, data, x, bias, has_bias, relu, out):
@@ -115,26 +135,14 @@ def _spmm(indptr, indices, data, x, bias, has_bias, relu, out):
                     acc[j] = 0
 
 
-_SPMM = _compile(_spmm)
-
-
-# Batch columns per pass of the sparse product: the rows of x it gathers then stay in the
-# core's cache (for large batches, e.g. inference, x itself does not).
-SPMM_BLOCK = 128
+_SPMM = _Kernel(_spmm, plain_below=PARALLEL_WORK)
 
 
 def spmm(pattern: SparsePattern, data, x, bias, relu, out):
     has_bias = bias is not None
-    bias = bias if has_bias else data[:0]
-    relu = bool(relu and has_bias)
-    batch = x.shape[1]
-    for start in range(0, batch, SPMM_BLOCK):
-        stop = min(start + SPMM_BLOCK, batch)
-        block = out if stop - start == batch else np.empty((out.shape[0], stop - start), out.dtype)
-        _run(_SPMM, pattern.nnz * (stop - start), pattern.indptr, pattern.indices, data,
-             np.ascontiguousarray(x[:, start:stop]), bias, has_bias, relu, block)
-        if block is not out:
-            out[:, start:stop] = block
+    x = np.ascontiguousarray(x)
+    _SPMM(pattern.nnz * x.shape[1], pattern.indptr, pattern.indices, data, x, bias if has_bias else data[:0],
+          has_bias, bool(relu and has_bias), out)
 
 
 def _spmm_t(t_indptr, t_indices, perm, data, grad, out):
@@ -159,12 +167,12 @@ def _spmm_t(t_indptr, t_indices, perm, data, grad, out):
             q += 1
 
 
-_SPMM_T = _compile(_spmm_t)
+_SPMM_T = _Kernel(_spmm_t, plain_below=PARALLEL_WORK)
 
 
 def spmm_t(pattern: SparsePattern, data, grad, out):
     grad = np.ascontiguousarray(grad)
-    _run(_SPMM_T, pattern.nnz * grad.shape[1], pattern.t_indptr, pattern.t_indices, pattern.perm, data, grad, out)
+    _SPMM_T(pattern.nnz * grad.shape[1], pattern.t_indptr, pattern.t_indices, pattern.perm, data, grad, out)
 
 
 def _sddmm(indptr, indices, grad, x, out):
@@ -194,12 +202,12 @@ def _sddmm(indptr, indices, grad, x, out):
             p += 1
 
 
-_SDDMM = _compile(_sddmm)
+_SDDMM = _Kernel(_sddmm, plain_below=PARALLEL_WORK)
 
 
 def sddmm(pattern: SparsePattern, grad, x, out):
     grad, x = np.ascontiguousarray(grad), np.ascontiguousarray(x)
-    _run(_SDDMM, pattern.nnz * grad.shape[1], pattern.indptr, pattern.indices, grad, x, out)
+    _SDDMM(pattern.nnz * grad.shape[1], pattern.indptr, pattern.indices, grad, x, out)
 
 
 # Optimizer steps. Each element is independent, so the loops split freely across
@@ -236,16 +244,16 @@ def _adam_indexed(w, g, index, m, v, step, beta1, beta2, eps, clip, l1, l2, deca
         w[i], m[n], v[n] = _adam_step(w[i], g[i], m[n], v[n], step, beta1, beta2, eps, clip, l1, l2, decay1, decay2)
 
 
-_ADAM_ALL, _ADAM_INDEXED = _compile(_adam_all), _compile(_adam_indexed)
+_ADAM_ALL, _ADAM_INDEXED = _Kernel(_adam_all, plain_below=4096), _Kernel(_adam_indexed, plain_below=4096)
 
 
 def adam_update(w, g, m, v, index, step, beta1, beta2, eps, clip, l1, l2, decay1, decay2, parallel=True):
     f = w.dtype.type
     args = (f(step), f(beta1), f(beta2), f(eps), f(clip), f(l1), f(l2), f(decay1), f(decay2))
     if index is None:
-        _run(_ADAM_ALL, w.size * parallel, w, g, m, v, *args)
+        _ADAM_ALL(w.size, w, g, m, v, *args, parallel=parallel)
     else:
-        _run(_ADAM_INDEXED, index.size * parallel, w, g, index, m, v, *args)
+        _ADAM_INDEXED(index.size, w, g, index, m, v, *args, parallel=parallel)
 
 
 @njit(inline="always", fastmath=True)
@@ -274,7 +282,7 @@ def _sgd_indexed(w, g, index, velocity, lr, momentum, use_momentum, clip, l1, l2
             velocity[n] = vi
 
 
-_SGD_ALL, _SGD_INDEXED = _compile(_sgd_all), _compile(_sgd_indexed)
+_SGD_ALL, _SGD_INDEXED = _Kernel(_sgd_all, plain_below=4096), _Kernel(_sgd_indexed, plain_below=4096)
 
 
 def sgd_update(w, g, velocity, index, lr, momentum, clip, l1, l2, decay1, decay2, parallel=True):
@@ -283,6 +291,6 @@ def sgd_update(w, g, velocity, index, lr, momentum, clip, l1, l2, decay1, decay2
     velocity = velocity if use_momentum else w[:0]
     args = (f(lr), f(momentum), use_momentum, f(clip), f(l1), f(l2), f(decay1), f(decay2))
     if index is None:
-        _run(_SGD_ALL, w.size * parallel, w, g, velocity, *args)
+        _SGD_ALL(w.size, w, g, velocity, *args, parallel=parallel)
     else:
-        _run(_SGD_INDEXED, index.size * parallel, w, g, index, velocity, *args)
+        _SGD_INDEXED(index.size, w, g, index, velocity, *args, parallel=parallel)
