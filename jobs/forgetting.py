@@ -31,13 +31,13 @@ import argparse
 import sys
 import time
 
+import matplotlib
 import numpy as np
 
 import sparana as sa
 
-
-
-import matplotlib.pyplot as plt  # noqa: E402  (after sparana, which selects the Agg backend)
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
 
 RESTORE_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 

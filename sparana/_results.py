@@ -7,10 +7,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 
 class Results:
@@ -35,7 +31,10 @@ class Results:
 
     def plot(self, name, panels, title=None):
         """One PNG with a panel per entry of ``panels``: {panel title: (x label, y label, {series: (x, y)})}."""
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+        from matplotlib.figure import Figure  # imported here: a slow import; no pyplot, no global state
+
+        fig = Figure(figsize=(5.5 * len(panels), 4))
+        axes = fig.subplots(1, len(panels), squeeze=False)
         for ax, (panel, (xlabel, ylabel, series)) in zip(axes[0], panels.items()):
             for label, (xs, ys) in series.items():
                 ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=label)
@@ -50,7 +49,6 @@ class Results:
         fig.tight_layout()
         target = self.path(name)
         fig.savefig(target, dpi=100)
-        plt.close(fig)
         return target
 
 

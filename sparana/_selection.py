@@ -26,7 +26,6 @@ import math
 import numbers
 
 import numpy as np
-from scipy import special
 
 from ._layers import check_ratio
 
@@ -138,6 +137,8 @@ def half_normal_ranks(n, k, std, rng=None):
     scale = n * std / 2
     if k == 0 or scale == 0 or k == n:
         return np.arange(k)
+    from scipy import special  # a slow import, needed only here
+
     ranks = np.arange(n)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         tail = special.log_ndtr(-ranks / scale)  # log P(X >= r/scale) for X ~ N(0, 1)
