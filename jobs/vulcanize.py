@@ -27,7 +27,6 @@ import tracemalloc
 import numpy as np
 
 import sparana as sa
-
 from sparana._vulcanizer import CONSOLIDATIONS, Vulcanizer
 
 
