@@ -114,19 +114,6 @@ class Backend:
     def zeros(self, shape, dtype=None):
         return self.xp.zeros(shape, dtype=dtype or self.dtype)
 
-    def csr(self, matrix):
-        """A CSR matrix of this backend built from any host or device sparse/dense matrix."""
-        if self.is_gpu:
-            if scipy.sparse.issparse(matrix):
-                matrix = scipy.sparse.csr_matrix(matrix)
-                return self.sp.csr_matrix(
-                    (self.xp.asarray(matrix.data, dtype=self.dtype), self.xp.asarray(matrix.indices),
-                     self.xp.asarray(matrix.indptr)), shape=matrix.shape)
-            if self.sp.issparse(matrix):
-                return self.sp.csr_matrix(matrix, dtype=self.dtype)
-            return self.sp.csr_matrix(self.xp.asarray(matrix, dtype=self.dtype))
-        return scipy.sparse.csr_matrix(csr_to_host(matrix), dtype=self.dtype)
-
 
 def array_module(array):
     """numpy or cupy, whichever ``array`` belongs to."""

@@ -9,7 +9,6 @@ import numpy as np
 
 from ._layers import check_ratio
 
-SPARSE_METHODS = ("Xavier", "Xavier_2")
 DENSITY_DISTRIBUTIONS = ("uniform", "erdos_renyi")
 
 

@@ -212,9 +212,10 @@ class Model:
         """Every layer's input and output: [x, a_1, ..., a_L], batch-major, one forward pass."""
         x = self._inputs(inputs)
         result = [x.T]
-        for layer in self._layers:
-            x = layer.forward(x)
-            result.append(x.T)
+        with self._blas_context():
+            for layer in self._layers:
+                x = layer.forward(x)
+                result.append(x.T)
         return result
 
     def get_accuracy(self, inputs, labels):

@@ -25,7 +25,7 @@ from .._lobotomizer import Lobotomizer
 from .._mixer import ModelMixer
 from .._statistics import compute as compute_statistics
 from .._vulcanizer import Vulcanizer
-from ..data import load_mnist
+from ..data import load_mnist, to_float
 from ._checkpoints import RoundCheckpoints
 from ._init import ClusterError
 from ._metrics import record_driver
@@ -41,8 +41,9 @@ class Pruning:
     ``targets``: {round: target sparsity of the pruned layers} (rounds count
     from 0; pruning happens before that round's training). ``layers``: indices
     of the layers to prune (default: all but the final one). ``criterion``:
-    'absolute' or 'MAAV' (on ``samples`` training rows). ``convert_at``: from
-    this sparsity on, the pruned layers become sparse (CSR) layers.
+    'absolute' or 'MAAV' (on ``samples`` rows of ``data``, an ArrowSplit,
+    default the MNIST training split). ``convert_at``: from this sparsity on,
+    the pruned layers become sparse (CSR) layers.
     """
 
     targets: dict
@@ -50,13 +51,15 @@ class Pruning:
     criterion: str = "absolute"
     samples: int = 2000
     convert_at: float | None = None
+    data: object = None
 
     def target(self, round_index):
         return self.targets.get(round_index)
 
     def as_dict(self):
         return {"targets": {str(k): v for k, v in sorted(self.targets.items())}, "layers": self.layers,
-                "criterion": self.criterion, "samples": self.samples, "convert_at": self.convert_at}
+                "criterion": self.criterion, "samples": self.samples, "convert_at": self.convert_at,
+                "data_rows": None if self.data is None else len(self.data)}
 
 
 @dataclass
@@ -188,7 +191,7 @@ def _settings(settings):
 
 def _test_arrays(test):
     data = test if test is not None else load_mnist().test
-    return data.images.astype(np.float32) / 255, data.labels.astype(np.int64)
+    return to_float(data.images), data.labels.astype(np.int64)
 
 
 def _round_seed(seed, round_index):
@@ -213,9 +216,10 @@ def _prune(model, prune, round_index):
     if target is not None:
         data = None
         if prune.criterion == "MAAV":
-            images = load_mnist().train.images
-            rows = np.random.default_rng(round_index).choice(len(images), prune.samples, replace=False)
-            data = images[np.sort(rows)].astype(np.float32) / 255
+            images = (prune.data or load_mnist().train).images
+            rows = np.random.default_rng(round_index).choice(len(images), min(prune.samples, len(images)),
+                                                             replace=False)
+            data = to_float(images[np.sort(rows)])
         lobo.set_statistics(compute_statistics(model, prune.criterion, data))
         lobo.prune_smallest(layers=[target if i in layers else None for i in range(model.depth)])
         if prune.convert_at is not None and target >= prune.convert_at:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import ray
 
-WORKER_TAGS = ("experiment", "role", "shard")
-DRIVER_TAGS = ("experiment",)
 _GAUGES = {}
 
 WORKER_METRICS = {

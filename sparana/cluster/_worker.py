@@ -23,7 +23,7 @@ from .._checkpoint import apply_layer_tensors, architecture_mismatch, describe_m
 from .._checkpoint import model_from_description
 from .._optimizers import AdamOptimizer, SGDOptimizer
 from .._statistics import compute as compute_statistics
-from ..data import ArrowSplit, Loader
+from ..data import ArrowSplit, Loader, to_float
 from ._metrics import record_worker
 
 OPTIMIZERS = {"adam": AdamOptimizer, "sgd": SGDOptimizer}
@@ -136,7 +136,7 @@ class WorkerCore:
             self.model = load_payload(payload, self.model, self.comp_type)
         rng = np.random.default_rng(round_seed(self.seed, self.index, round_index))
         rows = np.sort(rng.choice(len(self.shard), size=min(samples, len(self.shard)), replace=False))
-        data = self.shard.images[rows].astype(np.float32) / 255
+        data = to_float(self.shard.images[rows])
         return compute_statistics(self.model, criterion, data)
 
     def evaluate(self, payload=None):
@@ -145,7 +145,7 @@ class WorkerCore:
             self.model = load_payload(payload, self.model, self.comp_type)
         if self.test is None or self.model is None:
             raise RuntimeError("this worker has no test set or no model yet")
-        x = self.test.images.astype(np.float32) / 255
+        x = to_float(self.test.images)
         return self.model.get_accuracy(x, self.test.labels.astype(np.int64))
 
     def memory(self):
