@@ -111,6 +111,13 @@ class Layer:
             raise ValueError(f"biases of shape ({self._size},) expected, got {tuple(value.shape)}")
         self._biases = value
 
+    def _load_biases(self, biases):
+        """Set the biases (checked), or zeros when none are given and the current ones do not fit."""
+        if biases is not None:
+            self.biases = biases
+        elif self._biases is None or self._biases.shape != (self._size,):
+            self._biases = self.backend.zeros((self._size,))
+
     @property
     def has_parameters(self):
         return self._biases is not None
@@ -294,10 +301,7 @@ class DenseLayer(Layer):
         self._weights = weights
         if self._prune_mask is not None:
             self._weights *= self._prune_mask
-        if biases is not None:
-            self.biases = biases
-        elif self._biases is None or self._biases.shape != (n_out,):
-            self._biases = self.backend.zeros((n_out,))
+        self._load_biases(biases)
         self._version += 1
 
     def _move_to(self, backend):

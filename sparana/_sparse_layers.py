@@ -80,10 +80,7 @@ class SparseLayer(Layer):
             raise ValueError(f"sparse weights with {self._size} rows (the layer size) expected, got {matrix.shape}")
         self._size, self.input_size = int(n_out), int(n_in)
         self._set_pattern(matrix.indptr, matrix.indices, matrix.data)
-        if biases is not None:
-            self.biases = biases
-        elif self._biases is None or self._biases.shape != (n_out,):
-            self._biases = self.backend.zeros((n_out,))
+        self._load_biases(biases)
 
     def _set_pattern(self, indptr, indices, data):
         xp = self.backend.xp
