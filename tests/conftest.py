@@ -38,3 +38,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.path.parts:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ray_environment():
+    """Ray's token in a temporary folder, token authentication on and Ray on loopback, for the session."""
+    from ray_support import RayEnvironment
+
+    environment = RayEnvironment().enter()
+    yield environment
+    environment.exit()

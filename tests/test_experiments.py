@@ -92,3 +92,18 @@ def test_vulcanize_checkpoints_and_resumes(small, tmp_path):
         models.append(model)
     for a, b in zip(*[m.layers for m in models]):
         assert np.array_equal(a.values, b.values)
+
+
+def test_vulcanize_with_normal_selection_uses_its_spread(small):
+    def run(std):
+        return cluster.vulcanize(tiny_model(), cluster.local_workers(2, seed=1, data=small), None, 1, 2,
+                                 test=small.test, progress=False, seed=4, selection_type="normal", std=std,
+                                 settings={"batch_size": 16})
+
+    first, again, other = run(0.05), run(0.05), run(2.0)
+    assert first.settings["std"] == 0.05 and len(first.rounds) == 1
+    assert all(np.array_equal(a.values, b.values) for a, b in zip(first.model.layers, again.model.layers))
+    assert not all(np.array_equal(a.values, b.values) for a, b in zip(first.model.layers, other.model.layers))
+    with pytest.raises(ValueError, match="selection_type='normal' needs std"):
+        cluster.vulcanize(tiny_model(), cluster.local_workers(2, seed=1, data=small), None, 1, 2,
+                          test=small.test, progress=False, selection_type="normal")

@@ -15,10 +15,12 @@ the same result as an undisturbed run with the same seeds.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import ray
 from tqdm.auto import tqdm
 
 from .._lobotomizer import Lobotomizer
@@ -27,7 +29,8 @@ from .._statistics import compute as compute_statistics
 from .._vulcanizer import Vulcanizer
 from ..data import load_mnist, to_float
 from ._checkpoints import RoundCheckpoints
-from ._init import ClusterError
+from ._init import ClusterError, init
+from ._pool import ray_workers
 from ._metrics import record_driver
 from ._worker import TrainSettings, load_payload, model_payload
 
@@ -84,20 +87,24 @@ class ExperimentResult:
 
 def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None, settings=None, test=None,
                   progress=True, name="train_and_mix", seed=None, statistics_samples=1000, checkpoint=None,
-                  resume=None):
+                  resume=None, data=None):
     """Federated-style training: every round each worker trains the master's weights on its shard for
     ``local_steps`` minibatches, and the driver mixes the results into the master.
 
     ``mix``: 'average' (the model mixer's ``average_all``) or 'importance'
     (``importance_weighted_average`` with each worker's MAAV statistics on
-    its shard). ``prune``: a :class:`Pruning`. ``settings``: a
-    :class:`TrainSettings` (or dict). ``test``: an ArrowSplit (default the
-    MNIST test split). ``checkpoint``: a file to write after every round;
-    ``resume``: such a file to continue from. Returns an :class:`ExperimentResult`.
+    its shard). ``workers``: a worker pool (:func:`ray_workers`,
+    :func:`local_workers`) or a number of Ray workers to start over shards of
+    ``data`` (MnistData-like, default MNIST) and release at the end.
+    ``prune``: a :class:`Pruning`. ``settings``: a :class:`TrainSettings` (or
+    dict). ``test``: an ArrowSplit (default the test split of ``data``, or of
+    MNIST). ``checkpoint``: a file to write after every round; ``resume``:
+    such a file to continue from. Returns an :class:`ExperimentResult`.
     """
     if mix not in MIXES:
         raise ValueError(f"mix must be one of {MIXES}, got {mix!r}")
     settings = _settings(settings)
+    workers, owned = _pool(workers, seed, data)
     config = {"kind": "train_and_mix", "mix": mix, "local_steps": local_steps, "settings": settings.as_dict(),
               "prune": prune.as_dict() if prune else None, "statistics_samples": statistics_samples}
     scratch = []
@@ -106,27 +113,33 @@ def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None
         nonlocal scratch
         sparsity = _prune(model, prune, round_index) if prune else None
         payload = model_payload(model)
-        outputs = workers.call("train_round", [(payload, round_index, local_steps, settings)] * len(workers))
-        statistics = None
-        if mix == "importance":
-            statistics = workers.call("statistics", [("MAAV", statistics_samples, round_index)] * len(workers))
+        # one self-contained call per worker: the statistics come back with the trained weights
+        wanted = ("MAAV", statistics_samples) if mix == "importance" else None
+        outputs = workers.call("train_round", [(payload, round_index, local_steps, settings, None, None, wanted)]
+                               * len(workers))
+        statistics = [o["statistics"] for o in outputs] if wanted else None
         mixing = time.perf_counter()
         scratch = _mix(model, [o["payload"] for o in outputs], statistics, scratch)
         return outputs, mixing, {"sparsity": sparsity} if sparsity is not None else {}
 
-    return _run(name, model, rounds, local_steps, config, one_round, test, progress, seed, checkpoint, resume)
+    try:
+        return _run(name, model, rounds, local_steps, config, one_round, _test_split(test, data), progress, seed,
+                    checkpoint, resume)
+    finally:
+        _release(workers, owned)
 
 
 def vulcanize(model, workers, sizes, rounds, local_steps, settings=None, test=None, progress=True,
               name="vulcanize", seed=None, selection_type="random", consolidation="original", depth=None,
-              checkpoint=None, resume=None):
+              checkpoint=None, resume=None, std=None, data=None):
     """Independent subnetwork training: every round the driver splits the master's last layers
     into one disjoint submodel per worker, each worker trains its submodel (on its own GPU when it
     has one) on its shard, and the driver melds them back.
 
     ``sizes``: each submodel's layer sizes (the last being the number of
     classes; k * sizes[i] must fit in the layer), or None for even shares of
-    the last ``depth`` layers (default all). See :meth:`Vulcanizer.split_models`.
+    the last ``depth`` layers (default all). See :meth:`Vulcanizer.split_models`;
+    ``selection_type`` and ``std`` (the spread of 'normal') choose the units.
     The master's layers before the split travel to each worker once per round
     to compute its submodel's inputs. ``checkpoint``/``resume`` as for
     :func:`train_and_mix`.
@@ -135,10 +148,18 @@ def vulcanize(model, workers, sizes, rounds, local_steps, settings=None, test=No
     config = {"kind": "vulcanize", "sizes": None if sizes is None else list(sizes), "depth": depth,
               "local_steps": local_steps, "settings": settings.as_dict(), "selection_type": selection_type,
               "consolidation": consolidation}
-    Vulcanizer(model).check_split(len(workers), depth=depth, sizes=sizes)  # refuse sizes that do not fit now
+    if std is not None:
+        config["std"] = std
+    Vulcanizer(model, selection_type=selection_type, std=std)  # refuse a bad selection before any work
+    workers, owned = _pool(workers, seed, data)
+    try:
+        Vulcanizer(model).check_split(len(workers), depth=depth, sizes=sizes)  # refuse sizes that do not fit
+    except BaseException:
+        _release(workers, owned)
+        raise
 
     def one_round(model, round_index):
-        vulcanizer = Vulcanizer(model, selection_type=selection_type, seed=_round_seed(seed, round_index))
+        vulcanizer = Vulcanizer(model, selection_type=selection_type, std=std, seed=_round_seed(seed, round_index))
         submodels = vulcanizer.split_models(len(workers), depth=depth, consolidation=consolidation, sizes=sizes)
         plans = [vulcanizer.plan(sub) for sub in submodels]
         prefix = _prefix_payload(model, plans[0].start)
@@ -149,7 +170,11 @@ def vulcanize(model, workers, sizes, rounds, local_steps, settings=None, test=No
         vulcanizer.discard()
         return outputs, mixing, {}
 
-    return _run(name, model, rounds, local_steps, config, one_round, test, progress, seed, checkpoint, resume)
+    try:
+        return _run(name, model, rounds, local_steps, config, one_round, _test_split(test, data), progress, seed,
+                    checkpoint, resume)
+    finally:
+        _release(workers, owned)
 
 
 # --------------------------------------------------------------------- the loop
@@ -183,6 +208,27 @@ def _run(name, model, rounds, local_steps, config, one_round, test, progress, se
 
 
 # ------------------------------------------------------------------------ helpers
+def _pool(workers, seed, data):
+    """(pool, started here): a pool as given, or ``workers`` Ray workers started over shards of ``data``."""
+    if callable(getattr(workers, "call", None)):  # a pool (LocalPool, RayPool, or one of the same shape)
+        return workers, False
+    if isinstance(workers, numbers.Integral) and not isinstance(workers, bool) and workers >= 1:
+        if not ray.is_initialized():
+            init()
+        return ray_workers(int(workers), seed=seed, data=data), True
+    raise TypeError("workers must be a worker pool (cluster.ray_workers(...) or cluster.local_workers(...)) "
+                    f"or a positive integer (that many Ray workers), got {workers!r}")
+
+
+def _release(workers, owned):
+    if owned:
+        workers.shutdown()
+
+
+def _test_split(test, data):
+    return test if test is not None or data is None else data.test
+
+
 def _settings(settings):
     if settings is None:
         return TrainSettings()

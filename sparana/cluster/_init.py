@@ -8,18 +8,30 @@ called ``ray.init``, that connection is used as it is.
 Ray 2.54 removed ``ray.init(local_mode=True)``; ``init(local_mode=True)`` is
 Sparana's replacement: a real single-node Ray on this machine whose workers all
 run on the CPU with the NumPy backend, whatever GPUs the machine has.
+
+Security: Sparana never turns Ray's token authentication off. An embedded Ray
+gets a token (generated, readable by its owner only, when none exists) and
+keeps every one of its ports on 127.0.0.1: the dashboard and job API, and also
+the GCS, raylet and workers, which Ray otherwise opens on every interface.
+Joining a cluster sends the token when one is available here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 
 LOCALHOST = "127.0.0.1"
 CONNECT_TIMEOUT = 3.0
+# Ray's switch for a machine that is not part of a multi-machine cluster: every node address,
+# and so every port Ray opens, on the loopback interface.
+LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 class ClusterError(RuntimeError):
@@ -67,8 +79,10 @@ def init(address=None, local_mode=False, num_cpus=None, num_gpus=None, dashboard
     if address:
         _check_reachable(address)
         _use_token()
+        joining = _loopback_only() if _is_loopback_address(address) else contextlib.nullcontext()
         try:
-            context = ray.init(address=address, namespace=namespace, **ray_options)
+            with joining:  # a cluster on 127.0.0.1 is found there, not at this machine's network address
+                context = ray.init(address=address, namespace=namespace, **ray_options)
         except ConnectionError as exc:
             raise ClusterError(f"could not join the Ray cluster at {address!r}: {exc}") from exc
         _STATE["dashboard_url"] = context.dashboard_url
@@ -78,29 +92,85 @@ def init(address=None, local_mode=False, num_cpus=None, num_gpus=None, dashboard
         if dashboard_port is not None:
             options["dashboard_port"] = dashboard_port
         options.update(ray_options)
-        context = ray.init(**options)
+        ensure_token()
+        with _loopback_only():
+            context = ray.init(**options)
         _STATE["started_here"] = True
         _STATE["dashboard_url"] = context.dashboard_url
     return _info()
 
 
+def token_path():
+    """The file Ray reads its authentication token from: ``$RAY_AUTH_TOKEN_PATH`` or ~/.ray/auth_token."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
+def token_available():
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or token_path().is_file()
+
+
+def ensure_token():
+    """Create Ray's token file (readable by its owner only) when no token is available; return its path.
+
+    Ray would generate one itself, readable by everyone on the machine.
+    """
+    path = token_path()
+    if token_available():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # another process made it meanwhile: use theirs
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path
+
+
 def _use_token():
     """Send the cluster's authentication token when one is available here.
 
-    Ray writes the token of a cluster started on this machine to
-    ~/.ray/auth_token; a client sends it only with RAY_AUTH_MODE=token (or
-    RAY_AUTH_TOKEN set). Sparana turns that on for its own connection; it
-    never turns authentication off.
+    A client sends Ray's token only with RAY_AUTH_MODE=token (or a token
+    found); Sparana turns that on for its own connection when a token exists,
+    and leaves an explicit RAY_AUTH_MODE as the user set it. It never turns
+    authentication off.
     """
-    token_file = os.path.expanduser("~/.ray/auth_token")
-    if "RAY_AUTH_MODE" in os.environ or not ("RAY_AUTH_TOKEN" in os.environ or os.path.exists(token_file)):
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if (mode or "token").lower() != "token" or not token_available():
         return
-    try:  # Ray caches its configuration when imported: refresh it the way Ray itself does
-        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # Ray caches its configuration and token: refresh them the way Ray itself does
+        from ray._raylet import AuthenticationTokenLoader, Config
     except ImportError:
-        os.environ["RAY_AUTH_MODE"] = "token"
-    else:
-        _enable_token_auth()
+        return
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+@contextlib.contextmanager
+def _loopback_only():
+    """Start Ray with 127.0.0.1 as this node's address, so that it listens on the loopback only.
+
+    Ray reads the switch from the environment when imported (this process)
+    and when its processes start (they inherit it); both are set while the
+    embedded Ray starts, and restored afterwards.
+    """
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(LOOPBACK_VARIABLE)
+    os.environ[LOOPBACK_VARIABLE] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved[0]
+        if saved[1] is None:
+            os.environ.pop(LOOPBACK_VARIABLE, None)
+        else:
+            os.environ[LOOPBACK_VARIABLE] = saved[1]
+
+
+def _is_loopback_address(address):
+    host = address.split("://", 1)[-1].rpartition(":")[0]
+    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
 
 
 def _check_reachable(address):

@@ -9,6 +9,7 @@ results equal what the same steps give in one process.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -38,13 +39,35 @@ class LocalPool:
         self.workers = []
 
 
-class _RayWorker(WorkerCore):
-    """A WorkerCore whose shard and test set arrive as object-store references (in a list, so that
-    Ray does not resolve them as constructor arguments: the pool keeps them alive for restarts)."""
+class WorkerNeedsData(RuntimeError):
+    """A worker actor was (re)started and has not been given its shard yet."""
 
-    def __init__(self, refs, *args, **kwargs):
-        shard, test = ray.get(refs)
-        super().__init__(shard, test, *args, **kwargs)
+
+class _RayWorker:
+    """A :class:`WorkerCore` in a Ray actor, built when its shard and test set arrive by :meth:`attach`.
+
+    The data come by a method call, not as constructor arguments: Ray warns
+    (at error level) about actors whose constructor arguments live in the
+    object store, since a restart needs them. A restarted actor has no data
+    until the pool attaches them again, which it does whenever a call answers
+    :class:`WorkerNeedsData`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        self._args, self._kwargs = args, kwargs
+        self.core = None
+
+    def attach(self, shard, test):
+        self.core = WorkerCore(shard, test, *self._args, **self._kwargs)
+        return self.core.ping()
+
+    def run(self, method, *args):
+        if self.core is None:
+            raise WorkerNeedsData("this worker was (re)started and holds no shard yet")
+        return getattr(self.core, method)(*args)
+
+    def ping(self):
+        return {"pid": os.getpid(), "attached": self.core is not None}
 
 
 class RayPool:
@@ -56,7 +79,8 @@ class RayPool:
         self.actors = list(actors)
         self.names = list(names)
         self.comp_type = comp_type
-        self._data_refs = list(data_refs)  # kept alive: a restarted actor gets its shard from them
+        self.retries = 0  # calls redone after a worker was lost
+        self._data_refs = list(data_refs)  # (shard, test) per worker, kept alive for restarted actors
 
     def __len__(self):
         return len(self.actors)
@@ -69,22 +93,31 @@ class RayPool:
         An actor that cannot be brought back raises :class:`ClusterError`.
         """
         args_per_worker = _share(list(args_per_worker))
-        pending = {getattr(actor, method).remote(*args): i
-                   for i, (actor, args) in enumerate(zip(self.actors, args_per_worker))}
+        pending = {actor.run.remote(method, *args): i for i, (actor, args) in enumerate(zip(self.actors, args_per_worker))}
         results, losses = [None] * len(self.actors), [0] * len(self.actors)
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             i = pending.pop(ref)
             try:
                 results[i] = ray.get(ref)
+                continue
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
                 losses[i] += 1
                 if losses[i] > self.max_retries:
                     raise ClusterError(f"worker {self.names[i]} was lost {losses[i]} times in one call "
                                        f"of {method}") from exc
                 self._wait_restarted(i, exc)
-                pending[getattr(self.actors[i], method).remote(*args_per_worker[i])] = i
+                self.retries += 1
+            except ray.exceptions.RayTaskError as exc:
+                if not isinstance(exc.cause, WorkerNeedsData):
+                    raise
+                self._attach(i)  # restarted between two calls
+            pending[self.actors[i].run.remote(method, *args_per_worker[i])] = i
         return results
+
+    def _attach(self, i):
+        shard, test = self._data_refs[i]
+        return ray.get(self.actors[i].attach.remote(shard, test))
 
     def _wait_restarted(self, i, cause):
         """Block until actor i answers again (Ray restarts it), or raise ClusterError."""
@@ -92,6 +125,7 @@ class RayPool:
         while True:
             try:
                 ray.get(self.actors[i].ping.remote(), timeout=max(deadline - time.monotonic(), 1))
+                self._attach(i)
                 return
             except ray.exceptions.ActorDiedError as exc:
                 raise ClusterError(f"worker {self.names[i]} died and Ray could not restart it "
@@ -158,26 +192,26 @@ def ray_workers(n, seed, data=None, experiment="experiment", role="trainer", cpu
     threads = str(max(int(cpus_per_worker), 1))
     env = {name: threads for name in THREAD_VARIABLES}
     env["OMP_WAIT_POLICY"] = "PASSIVE"
+    # The driver puts the shards into its own node's object store and owns them: they outlive any worker.
     test_ref = ray.put(test.table)
     run = uuid.uuid4().hex[:6]
     remote = ray.remote(_RayWorker)
-    actors, names, refs = [], [], [test_ref]
+    actors, names, refs = [], [], []
     for i, shard in enumerate(shards):
         name = f"{experiment}/{role}/shard-{i}-{run}"
-        refs.append(ray.put(shard.table))
+        refs.append((ray.put(shard.table), test_ref))
         actor = remote.options(name=name, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
                                max_restarts=max_restarts, max_task_retries=0,
-                               runtime_env={"env_vars": env}).remote(
-            [refs[-1], test_ref], seed, i, comp_type, experiment, role)
+                               runtime_env={"env_vars": env}).remote(seed, i, comp_type, experiment, role)
         actors.append(actor)
         names.append(name)
-    _wait_ready(actors, names)
+    _wait_ready([actor.attach.remote(*data) for actor, data in zip(actors, refs)], names)
     return RayPool(actors, names, comp_type, refs)
 
 
-def _wait_ready(actors, names, timeout=READY_TIMEOUT):
+def _wait_ready(calls, names, timeout=READY_TIMEOUT):
     start = time.monotonic()
-    pending = {actor.ping.remote(): name for actor, name in zip(actors, names)}
+    pending = dict(zip(calls, names))
     ready, waiting = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
     if waiting:
         missing = ", ".join(pending[ref] for ref in waiting)

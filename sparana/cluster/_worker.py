@@ -1,9 +1,10 @@
 """What one worker does, as a plain class: Ray runs it as an actor, the tests run it in-process.
 
-A worker holds one data shard (zero-copy views of an Arrow table), the test
-set, and the model (or submodel) it last trained. Each call is stateless with
-respect to training: it gets the round's starting weights and its round
-number, builds a fresh optimizer, and draws its batches from the stream
+A worker holds one data shard (zero-copy views of an Arrow table) and the test
+set. Every call is self-contained: it gets the weights it works on (the model
+it last built is kept only to reuse its arrays), so a worker restarted between
+two calls answers the next one as if nothing happened. A training call gets
+the round's starting weights and its round number, builds a fresh optimizer, and draws its batches from the stream
 ``SeedSequence(seed, spawn_key=(worker, round))`` -- the (round)-th child of
 the worker's stream ``SeedSequence(seed).spawn(n)[worker]``. So a round done
 again (after a worker was lost) or after a resume gives the same result.
@@ -91,13 +92,15 @@ class WorkerCore:
         self.prefix = None
 
     # ----------------------------------------------------------------- training
-    def train_round(self, payload, round_index, steps, settings, prefix=None, plan=None):
+    def train_round(self, payload, round_index, steps, settings, prefix=None, plan=None, statistics=None):
         """Train the payload's model for ``steps`` minibatches of this shard; return the new payload and figures.
 
         ``prefix`` (a payload): a model whose outputs are the trained model's
         inputs (the main model's first layers, for a vulcanized submodel).
         ``plan``: the submodel's vulcanizer plan; its consolidation weights are
         reverted after every step, so that only real units learn.
+        ``statistics``: (criterion, samples) to also return the trained
+        model's weight statistics on ``samples`` rows of the shard.
         """
         settings = settings if isinstance(settings, TrainSettings) else TrainSettings(**settings)
         start = time.perf_counter()
@@ -122,6 +125,8 @@ class WorkerCore:
                    "samples": steps * settings.batch_size, "seconds": seconds, "worker": self.index}
         record_worker(self.experiment, self.role, self.index, figures["loss"], accuracy,
                       figures["samples"] / seconds, self.memory()["gpu_used"] if self.model.backend.is_gpu else None)
+        if statistics is not None:
+            figures["statistics"] = self._statistics(self.model, *statistics, round_index=round_index)
         return dict(figures, payload=model_payload(self.model))
 
     def _loader(self, rng):
@@ -130,21 +135,21 @@ class WorkerCore:
                       num_classes=10)
 
     # --------------------------------------------------------------- inspection
-    def statistics(self, criterion="MAAV", samples=1000, round_index=0, payload=None):
-        """Weight statistics of the worker's model (or of ``payload``) on ``samples`` rows of its shard."""
-        if payload is not None:
-            self.model = load_payload(payload, self.model, self.comp_type)
+    def statistics(self, payload, criterion="MAAV", samples=1000, round_index=0):
+        """Weight statistics of the payload's model on ``samples`` rows of the shard."""
+        self.model = load_payload(payload, self.model, self.comp_type)
+        return self._statistics(self.model, criterion, samples, round_index)
+
+    def _statistics(self, model, criterion, samples, round_index):
         rng = np.random.default_rng(round_seed(self.seed, self.index, round_index))
         rows = np.sort(rng.choice(len(self.shard), size=min(samples, len(self.shard)), replace=False))
-        data = to_float(self.shard.images[rows])
-        return compute_statistics(self.model, criterion, data)
+        return compute_statistics(model, criterion, to_float(self.shard.images[rows]))
 
-    def evaluate(self, payload=None):
-        """Test accuracy of the worker's model (or of ``payload``)."""
-        if payload is not None:
-            self.model = load_payload(payload, self.model, self.comp_type)
-        if self.test is None or self.model is None:
-            raise RuntimeError("this worker has no test set or no model yet")
+    def evaluate(self, payload):
+        """Test accuracy of the payload's model."""
+        if self.test is None:
+            raise RuntimeError("this worker has no test set")
+        self.model = load_payload(payload, self.model, self.comp_type)
         x = to_float(self.test.images)
         return self.model.get_accuracy(x, self.test.labels.astype(np.int64))
 
