@@ -189,7 +189,7 @@ def main(argv=None):
                "old_task": before, "ways": rows, "unforgetting": unforgetting,
                "wall_seconds": time.perf_counter() - wall}
     results.save_json("forgetting.json", summary)
-    png = plot(results.path("forgetting.png"), rows, unforgetting, before, digits)
+    png = plot(results, "forgetting.png", rows, unforgetting, before, digits)
     print()
     print(table(rows))
     print()
@@ -268,7 +268,7 @@ def report_targets(rows):
           f"{selected['unselected_weights_unchanged']}")
 
 
-def plot(path, rows, unforgetting, before, digits):
+def plot(results, name, rows, unforgetting, before, digits):
     panels = 2 if "(a)" in unforgetting else 1
     fig, axes = plt.subplots(1, panels + 1, figsize=(6.5 * (panels + 1), 4.8), squeeze=False)
     ax = axes[0][0]
@@ -304,7 +304,7 @@ def plot(path, rows, unforgetting, before, digits):
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    path = results.save_figure(name, fig)
     plt.close(fig)
     return path
 

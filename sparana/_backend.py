@@ -101,15 +101,23 @@ class Backend:
     def is_gpu(self) -> bool:
         return self.comp_type == "GPU"
 
-    def asarray(self, array, dtype=None):
-        """``array`` on this backend's device (a no-op when it already is)."""
-        if self.is_gpu:
-            return self.xp.asarray(array, dtype=dtype)
-        return np.asarray(to_host(array), dtype=dtype)
+    def asarray(self, array, dtype=None, copy=False):
+        """``array`` on this backend's device (a no-op when it already is there, of ``dtype``).
 
-    def asfloat(self, array):
-        """``array`` on this device as a C-contiguous array of the model's float type."""
-        return self.xp.ascontiguousarray(self.asarray(array, dtype=self.dtype))
+        With ``copy`` the result never shares memory with ``array``; the data are
+        copied once at most (a move between devices or a change of dtype is that copy).
+        """
+        if self.is_gpu:
+            result = self.xp.asarray(array, dtype=dtype)
+        else:
+            result = np.asarray(to_host(array), dtype=dtype)
+        if copy and _may_share_memory(result, array):
+            result = result.copy()
+        return result
+
+    def asfloat(self, array, copy=False):
+        """``array`` on this device as a C-contiguous array of the model's float type (see ``asarray``)."""
+        return self.xp.ascontiguousarray(self.asarray(array, dtype=self.dtype, copy=copy))
 
     def zeros(self, shape, dtype=None):
         return self.xp.zeros(shape, dtype=dtype or self.dtype)
@@ -127,16 +135,23 @@ def is_device_array(array) -> bool:
     return type(array).__module__.split(".")[0] == "cupy"
 
 
-def to_host(array):
-    """A NumPy array (or SciPy sparse matrix) holding ``array``; host arrays pass through."""
+def to_host(array, copy=False):
+    """A NumPy array (or SciPy sparse matrix) holding ``array``.
+
+    Host arrays pass through, or are copied with ``copy`` (device arrays are always copied).
+    """
     if array is None:
         return None
-    if is_device_array(array):
+    if is_device_array(array) or type(array).__module__.startswith("cupyx"):
         return array.get()
-    module = type(array).__module__
-    if module.startswith("cupyx"):
-        return array.get()
-    return array
+    return array.copy() if copy else array
+
+
+def _may_share_memory(result, array):
+    """Whether ``result`` (made from ``array`` by ``Backend.asarray``) may be a view of it."""
+    if is_device_array(result) != is_device_array(array):
+        return False  # moved between the host and the device: a new array
+    return bool(array_module(result).may_share_memory(result, array))
 
 
 def csr_to_host(matrix):

@@ -34,35 +34,40 @@ Metadata (the header's ``__metadata__``; every value is a string, JSON where not
   continue where they stopped.
 * ``optimizer`` (JSON, only when an optimizer was saved): ``{"class", "steps",
   "hyperparameters": {constructor arguments}, "bitmasks": bool, "slots": [{"layer", "kind",
-  "shape": [n_in, n_out], "state": [state names]}]}``. Bitmask arrays are not stored.
+  "shape": [n_in, n_out], "state": [state names]}]}``. Bitmask arrays are not stored. The
+  hyper-parameters' values are checked by the optimizer's constructor when
+  ``build_optimizer`` uses them; an optimizer given to ``load_into`` keeps its own.
 * ``extra`` (JSON, only when given): the caller's dict (experiment name, round, seeds...).
 
 :func:`read_checkpoint` with ``tensors=False`` reads only the header, so the
-architecture and ``extra`` are cheap to get. Readers accept exactly the
+architecture and ``extra`` are cheap to get. Every header field is checked when
+the file is read (a missing key, a wrong type, a value out of range, an unknown
+key: a :class:`CheckpointError` that names the field), so nothing is built or
+loaded from a malformed header. Readers accept exactly the
 versions they know; any change to tensor names or meanings bumps the version.
 Loading into an existing model requires the same architecture (every field
 but ``seed``) and checks the whole file before anything changes; the random
 state is restored when the model's bit generator is of the saved kind (PCG64
-unless the caller passed another Generator). Files are written atomically (a temporary file in the same folder, flushed
-and fsynced, then ``os.replace``), so the target name never holds half a file.
+unless the caller passed another Generator). Files are written atomically
+(:mod:`sparana._atomic`: a temporary file in the same folder, flushed and
+fsynced, then ``os.replace``), so the target name never holds half a file, and
+with the mode of the user's umask.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import numbers
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse
 from safetensors import safe_open
 from safetensors.numpy import save as _serialize
 
+from ._atomic import atomic_write
 from ._backend import DTYPES, to_host
-from ._layers import ACTIVATIONS, DENSE_LAYERS, DROPOUT_STYLES
+from ._layers import ACTIVATIONS, DENSE_LAYERS, DROPOUT_STYLES, check_dropout
 from ._model import Model
 from ._optimizers import AdadadOptimizer, AdamOptimizer, MadadadOptimizer, SGDOptimizer
 from ._results import _plain
@@ -87,27 +92,9 @@ class CheckpointError(ValueError):
 
 # ------------------------------------------------------------------------------- files
 def write_safetensors(path, tensors, metadata):
-    """Write host ``tensors`` and string ``metadata`` to ``path`` atomically."""
-    path = Path(path)
+    """Write host ``tensors`` and string ``metadata`` to ``path`` atomically (see sparana._atomic)."""
     data = _serialize({name: np.ascontiguousarray(array) for name, array in tensors.items()}, metadata)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (not possible everywhere)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-    return path
+    return atomic_write(path, lambda handle: handle.write(data))
 
 
 def read_safetensors(path, expected_format, tensors=True):
@@ -210,34 +197,36 @@ def model_from_description(arch, comp_type=None, seed=None):
 def layer_tensors(layer):
     """Host copies of a layer's weights, biases and masks, named as in the file (without prefix)."""
     layer._require_parameters()
-    tensors = {"biases": np.array(to_host(layer.biases))}
+    tensors = {"biases": to_host(layer.biases, copy=True)}
     if layer.is_sparse:
-        matrix = layer.to_scipy()
-        tensors.update(data=np.array(matrix.data), indices=matrix.indices.astype(np.int64),
+        matrix = layer.to_scipy()  # a copy already
+        tensors.update(data=matrix.data, indices=matrix.indices.astype(np.int64),
                        indptr=matrix.indptr.astype(np.int64))
     else:
-        tensors["weights"] = np.array(to_host(layer.weights))
+        tensors["weights"] = to_host(layer.weights, copy=True)
         if layer.prune_mask is not None:
-            tensors["prune_mask"] = np.array(to_host(layer.prune_mask))
+            tensors["prune_mask"] = to_host(layer.prune_mask, copy=True)
     if layer.training_mask is not None:
-        tensors["training_mask"] = np.array(to_host(layer.training_mask))
+        tensors["training_mask"] = to_host(layer.training_mask, copy=True)
     return tensors
 
 
 def apply_layer_tensors(layer, tensors):
-    """Set a layer's parameters and masks to copies of ``tensors`` (as :func:`layer_tensors` gives)."""
-    biases = np.array(tensors["biases"])
+    """Set a layer's parameters and masks to copies of ``tensors`` (as :func:`layer_tensors` gives).
+
+    The layer copies what it is given, once, so ``tensors`` are passed as they are.
+    """
+    biases = tensors["biases"]
     if layer.is_sparse:
         matrix = scipy.sparse.csr_matrix((tensors["data"], tensors["indices"], tensors["indptr"]),
                                          shape=(layer.size, layer.input_size))
-        layer.set_parameters(matrix, biases)  # copies; the canonical CSR keeps its entry order
+        layer.set_parameters(matrix, biases)  # the canonical CSR keeps its entry order
     else:
         layer.prune_mask = None  # or set_parameters would apply the old mask to the new weights
-        layer.set_parameters(np.array(tensors["weights"]), biases)
+        layer.set_parameters(tensors["weights"], biases)
         if "prune_mask" in tensors:
-            layer.prune_mask = np.array(tensors["prune_mask"])
-    mask = tensors.get("training_mask")
-    layer.training_mask = None if mask is None else np.array(mask)
+            layer.prune_mask = tensors["prune_mask"]
+    layer.training_mask = tensors.get("training_mask")
 
 
 def check_layer_tensors(where, spec, tensors, dtype):
@@ -289,30 +278,133 @@ def restore_layer(model, i, spec, tensors):
     apply_layer_tensors(layer, tensors)
 
 
+# ------------------------------------------------------------------- header checks
+# Each header entry is checked field by field before anything is built or loaded: a field is
+# (what is expected, in words; a test of the value). A failure names the field, e.g.
+# "architecture.layers[1].dropout must be null or a number in [0, 1), got -0.5".
+
+def is_integer(value, low=1):
+    """True for an int (not a bool) of at least ``low``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _one_of(choices):
+    return f"one of {list(choices)}", lambda value: isinstance(value, str) and value in choices
+
+
+def _accepted_by(check):
+    """A test that passes when ``check(value)`` raises nothing."""
+    def test(value):
+        try:
+            check(value)
+        except (TypeError, ValueError):
+            return False
+        return True
+    return test
+
+
+_DROPOUT = ("null or a number in [0, 1)", _accepted_by(check_dropout))
+_SCALARS = (type(None), bool, int, float, str)
+
+
+def _show(value):
+    text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool, type(None))) else repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def check_fields(path, where, entry, fields):
+    """Raise CheckpointError unless ``entry`` is a JSON object with exactly the keys of ``fields``,
+    each value passing its test; ``fields`` maps a key to (what is expected, test)."""
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{path}: malformed header: {where} must be a JSON object, got {_show(entry)}")
+    for key, (expected, test) in fields.items():
+        if key not in entry:
+            raise CheckpointError(f"{path}: malformed header: {where}.{key} is missing ({expected} expected)")
+        if not test(entry[key]):
+            raise CheckpointError(f"{path}: malformed header: {where}.{key} must be {expected}, "
+                                  f"got {_show(entry[key])}")
+    unknown = sorted(set(entry) - set(fields))
+    if unknown:
+        raise CheckpointError(f"{path}: malformed header: {where} has unexpected key(s) {unknown} "
+                              f"(expected only {list(fields)})")
+
+
 def _check_architecture(path, arch):
-    """Raise CheckpointError unless the architecture entry is well formed."""
-    def fail(what):
-        raise CheckpointError(f"{path}: malformed architecture in the header: {what}")
-
-    def positive_int(value):
-        return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-    if not isinstance(arch, dict) or not isinstance(arch.get("layers"), list) or not arch["layers"]:
-        fail("a dict with a non-empty 'layers' list expected")
-    if not positive_int(arch.get("input_size")):
-        fail(f"input_size must be a positive integer, got {arch.get('input_size')!r}")
-    if arch.get("dtype") not in DTYPES:
-        fail(f"dtype must be one of {tuple(DTYPES)}, got {arch.get('dtype')!r}")
-    if arch.get("dropout_style") not in DROPOUT_STYLES:
-        fail(f"dropout_style must be one of {DROPOUT_STYLES}, got {arch.get('dropout_style')!r}")
+    """Raise CheckpointError unless the architecture entry is well formed (see the module docstring)."""
+    check_fields(path, "architecture", arch, {
+        "input_size": ("a positive integer", is_integer),
+        "dtype": _one_of(DTYPES),
+        "dropout": _DROPOUT,
+        "dropout_style": _one_of(DROPOUT_STYLES),
+        "seed": ("null or a non-negative integer", lambda v: v is None or is_integer(v, 0)),
+        "layers": ("a non-empty list of layer entries", lambda v: isinstance(v, list) and len(v) > 0)})
     previous = arch["input_size"]
     for i, spec in enumerate(arch["layers"]):
-        if not isinstance(spec, dict) or spec.get("kind") not in LAYER_CLASSES or \
-                spec.get("activation") not in ACTIVATIONS:
-            fail(f"layer {i} must have kind in {tuple(LAYER_CLASSES)} and activation in {ACTIVATIONS}, got {spec!r}")
-        if not positive_int(spec.get("size")) or spec.get("input_size") != previous:
-            fail(f"layer {i} must have a positive size and input_size {previous}, got {spec!r}")
+        check_fields(path, f"architecture.layers[{i}]", spec, {
+            "kind": _one_of(LAYER_CLASSES),
+            "activation": _one_of(ACTIVATIONS),
+            "size": ("a positive integer", is_integer),
+            "input_size": (f"{previous} (the size of what comes before)",
+                           lambda v, n=previous: is_integer(v) and v == n),
+            "dropout": _DROPOUT})
         previous = spec["size"]
+
+
+def _check_optimizer_entry(path, opt, layers):
+    """Raise CheckpointError unless the optimizer entry is well formed and its slots fit ``layers``."""
+    check_fields(path, "optimizer", opt, {
+        "class": ("an optimizer class name", lambda v: isinstance(v, str) and len(v) > 0),
+        "hyperparameters": ("an object of constructor arguments (null, booleans, numbers or strings)",
+                            lambda v: isinstance(v, dict) and all(isinstance(x, _SCALARS) for x in v.values())),
+        "bitmasks": ("true or false", lambda v: isinstance(v, bool)),
+        "steps": ("a non-negative integer", lambda v: is_integer(v, 0)),
+        "slots": ("a list of slot entries", lambda v: isinstance(v, list))})
+    seen = set()
+    for k, slot in enumerate(opt["slots"]):
+        where = f"optimizer.slots[{k}]"
+        check_fields(path, where, slot, {
+            "layer": (f"a layer index in [0, {len(layers)})", lambda v: is_integer(v, 0) and v < len(layers)),
+            "kind": _one_of(("weights", "biases")),
+            "shape": ("the layer's [n_in, n_out]", lambda v: isinstance(v, list)),
+            "state": ("a list of distinct state names", lambda v: isinstance(v, list) and all(
+                isinstance(n, str) and n not in ("", "keys", "shape") for n in v) and len(set(v)) == len(v))})
+        spec = layers[slot["layer"]]
+        shape = [spec["input_size"], spec["size"]]
+        if slot["shape"] != shape:
+            raise CheckpointError(f"{path}: malformed header: {where}.shape must be {shape} (layer "
+                                  f"{slot['layer']}'s [n_in, n_out]), got {_show(slot['shape'])}")
+        if (slot["layer"], slot["kind"]) in seen:
+            raise CheckpointError(f"{path}: malformed header: {where} is a second state for layer "
+                                  f"{slot['layer']} ({slot['kind']})")
+        seen.add((slot["layer"], slot["kind"]))
+
+
+def check_rng_state(path, state, bit_generator):
+    """Raise CheckpointError unless ``state`` is a valid state of the ``bit_generator`` class (tried on a
+    scratch one)."""
+    try:
+        bit_generator().state = state
+    except Exception as exc:  # the bit generators raise TypeError, ValueError, KeyError, OverflowError...
+        raise CheckpointError(f"{path}: malformed header: rng_state is not a valid {bit_generator.__name__} "
+                              f"state ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_rng_entry(path, state):
+    """The random state must name its bit generator; a NumPy one's state is checked here already."""
+    if not isinstance(state, dict) or not isinstance(state.get("bit_generator"), str):
+        raise CheckpointError(f"{path}: malformed header: rng_state must be a JSON object naming its "
+                              f"'bit_generator' (a NumPy bit generator's state), got {_show(state)}")
+    bit_generator = getattr(np.random, state["bit_generator"], None)
+    if isinstance(bit_generator, type) and issubclass(bit_generator, np.random.BitGenerator):
+        check_rng_state(path, state, bit_generator)
+
+
+def optional_object(path, metadata, key):
+    """The JSON object of header entry ``key``, or None when the entry is absent."""
+    value = header_json(path, metadata, key, required=False)
+    if key in metadata and not isinstance(value, dict):
+        raise CheckpointError(f"{path}: malformed header: {key} must be a JSON object (or absent), got {_show(value)}")
+    return value
 
 
 def architecture_mismatch(saved, model):
@@ -337,7 +429,7 @@ def optimizer_config(optimizer):
              "loss": optimizer.loss, "regularization": optimizer.regularization,
              "clip": optimizer.clip or None, "backward_layers": optimizer.backward_layers,
              "selected": optimizer.selected, "train_final_layer": optimizer.train_final_layer,
-             "train_biases": optimizer.train_biases}
+             "train_biases": optimizer.train_biases, "reduction": optimizer.reduction}
     hyper.update({name: getattr(optimizer, name) for name in _OPTIONAL_HYPERPARAMETERS if hasattr(optimizer, name)})
     return {"class": type(optimizer).__name__, "hyperparameters": hyper, "bitmasks": optimizer.bitmasks is not None}
 
@@ -369,13 +461,15 @@ class Checkpoint:
         self.version = int(metadata["format_version"])
         self.architecture = header_json(path, metadata, "architecture")
         _check_architecture(path, self.architecture)
-        self.extra = header_json(path, metadata, "extra", required=False)
-        self.rng_state = header_json(path, metadata, "rng_state", required=False)
-        self._optimizer = header_json(path, metadata, "optimizer", required=False)
+        self.rng_state = optional_object(path, metadata, "rng_state")
+        if self.rng_state is not None:
+            _check_rng_entry(path, self.rng_state)
+        self._optimizer = optional_object(path, metadata, "optimizer")
         self.optimizer_config = None
         if self._optimizer is not None:
-            self._check_optimizer_header()
+            _check_optimizer_entry(path, self._optimizer, self.architecture["layers"])
             self.optimizer_config = {key: self._optimizer[key] for key in ("class", "hyperparameters", "bitmasks")}
+        self.extra = optional_object(path, metadata, "extra")
         self.tensors = tensors
         if tensors is not None:
             self._check_tensors()
@@ -403,8 +497,8 @@ class Checkpoint:
         slots = {}
         for slot in self._optimizer["slots"]:
             prefix = f"optimizer.{slot['layer']}.{slot['kind']}."
-            entry = {"keys": np.array(self.tensors[prefix + "keys"]), "shape": tuple(slot["shape"])}
-            entry.update({name: np.array(self.tensors[prefix + name]) for name in slot["state"]})
+            entry = {"keys": self.tensors[prefix + "keys"], "shape": tuple(slot["shape"])}  # load_state_dict copies
+            entry.update({name: self.tensors[prefix + name] for name in slot["state"]})
             slots[(slot["layer"], slot["kind"])] = entry
         return {"class": self._optimizer["class"], "steps": self._optimizer["steps"], "slots": slots}
 
@@ -476,38 +570,18 @@ class Checkpoint:
             model.rng.bit_generator.state = self.rng_state
 
     def _rng_fits(self, model):
-        return isinstance(self.rng_state, dict) and \
-            self.rng_state.get("bit_generator") == type(model.rng.bit_generator).__name__
+        return self.rng_state is not None and \
+            self.rng_state["bit_generator"] == type(model.rng.bit_generator).__name__
 
     def _check_rng(self, model):
-        """The saved random state must be valid for the model's bit generator (tried on a scratch one)."""
+        """The saved random state must be valid for the model's bit generator (not only NumPy's)."""
         if self._rng_fits(model):
-            try:
-                type(model.rng.bit_generator)().state = self.rng_state
-            except (TypeError, ValueError, KeyError) as exc:
-                raise CheckpointError(f"{self.path}: invalid rng_state in the header ({exc})") from exc
+            check_rng_state(self.path, self.rng_state, type(model.rng.bit_generator))
 
     def _require_tensors(self):
         if self.tensors is None:
             raise RuntimeError(f"{self.path} was read with tensors=False (header only): "
                                f"use read_checkpoint(path) to read its tensors")
-
-    def _check_optimizer_header(self):
-        opt, layers = self._optimizer, self.architecture["layers"]
-        ok = isinstance(opt, dict) and isinstance(opt.get("class"), str) and isinstance(opt.get("steps"), int) \
-            and isinstance(opt.get("hyperparameters"), dict) and isinstance(opt.get("slots"), list)
-        for slot in opt["slots"] if ok else []:
-            ok = isinstance(slot, dict) and isinstance(slot.get("layer"), int) and 0 <= slot["layer"] < len(layers) \
-                and slot.get("kind") in ("weights", "biases") and isinstance(slot.get("state"), list)
-            if not ok:
-                break
-            spec = layers[slot["layer"]]
-            if slot.get("shape") != [spec["input_size"], spec["size"]]:
-                raise CheckpointError(f"{self.path}: the optimizer state of layer {slot['layer']} ({slot['kind']}) "
-                                      f"is for shape {slot.get('shape')}, the architecture's layer is "
-                                      f"[{spec['input_size']}, {spec['size']}]")
-        if not ok:
-            raise CheckpointError(f"{self.path}: malformed optimizer entry in the header: {opt!r:.300}")
 
     def _check_tensors(self):
         arch = self.architecture

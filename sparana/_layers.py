@@ -39,6 +39,15 @@ def check_ratio(name, value, low=0.0, high=1.0, low_open=False):
         raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
 
 
+def check_dropout(value, name="dropout"):
+    """Raise a ValueError unless ``value`` is None or a fraction dropped in [0, 1)."""
+    if value is None:
+        return
+    check_ratio(name, value)
+    if value >= 1:
+        raise ValueError(f"{name} must be below 1 (the fraction dropped), got {value!r}")
+
+
 class Layer:
     """Common state and the activation/dropout logic of dense and sparse layers."""
 
@@ -49,10 +58,7 @@ class Layer:
         # ``inputs`` and ``learning_rate`` exist for compatibility with the original, which ignored them.
         if size is not None and (not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1):
             raise ValueError(f"layer size must be a positive integer, got {size!r}")
-        if dropout is not None:
-            check_ratio("dropout", dropout, high=1.0)
-            if dropout >= 1.0:
-                raise ValueError(f"dropout must be below 1 (the fraction dropped), got {dropout!r}")
+        check_dropout(dropout)
         self._size = None if size is None else int(size)
         self._pending = (weights, biases)
         self._own_dropout = dropout
@@ -106,7 +112,7 @@ class Layer:
 
     @biases.setter
     def biases(self, value):
-        value = self.backend.asfloat(value).reshape(-1)
+        value = self.backend.asfloat(value, copy=True).reshape(-1)  # the layer's own copy
         if value.shape != (self._size,):
             raise ValueError(f"biases of shape ({self._size},) expected, got {tuple(value.shape)}")
         self._biases = value
@@ -124,7 +130,7 @@ class Layer:
 
     @property
     def version(self):
-        """Counter bumped whenever the set of trainable entries changes (masks, pattern)."""
+        """Counter bumped whenever the trainable entries change (masks, pattern) or move to another device."""
         return self._version
 
     @property
@@ -138,10 +144,11 @@ class Layer:
         self._version += 1
 
     def _as_mask(self, mask, name):
-        mask = self.backend.asarray(mask)
+        """A boolean copy of ``mask`` on the layer's device, checked to have the shape of ``values``."""
+        mask = self.backend.asarray(mask, dtype=bool, copy=True)
         if tuple(mask.shape) != tuple(self.values.shape):
             raise ValueError(f"{name} of shape {tuple(self.values.shape)} expected, got {tuple(mask.shape)}")
-        return mask.astype(bool)
+        return mask
 
     def _require_parameters(self):
         if not self.has_parameters:
@@ -283,8 +290,9 @@ class DenseLayer(Layer):
         self._version += 1
 
     def set_parameters(self, weights, biases=None):
-        """Load W (n_in, n_out) and optionally b, checking shapes against the layer."""
-        weights = self.backend.asfloat(_dense(weights))
+        """Load copies of W (n_in, n_out) and optionally b, checking shapes against the layer."""
+        dense = _dense(weights)
+        weights = self.backend.asfloat(dense, copy=dense is weights)  # a sparse matrix became a new array
         if weights.ndim != 2:
             raise ValueError(f"weights must be a 2-D (n_in, n_out) matrix, got shape {tuple(weights.shape)}")
         n_in, n_out = weights.shape
@@ -314,6 +322,7 @@ class DenseLayer(Layer):
                 setattr(self, name, backend.asarray(mask))
         self.grad_weights = self.grad_biases = None
         self._clear_cache()
+        self._version += 1  # optimizers move their state to the new device
 
     def dense_weights(self):
         """W as a dense (n_in, n_out) array on the layer's device."""

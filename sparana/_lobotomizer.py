@@ -7,7 +7,10 @@ import numpy as np
 from . import _pruning as pruning
 from ._backend import to_host
 from ._layers import check_ratio
+from ._selection import candidate_count
 from ._statistics import StatisticsMixin, absolute_values, check_statistics_list
+
+ZERO_STATISTICS = ("ranked", "skipped")
 
 
 class Lobotomizer(StatisticsMixin):
@@ -20,12 +23,28 @@ class Lobotomizer(StatisticsMixin):
     weights are zeroed and kept at zero by every optimizer (the layer's
     ``prune_mask``); pruned sparse entries leave the CSR pattern. The
     statistics of pruned weights become NaN, so repeated calls prune further.
+
+    ``zero_statistics`` says what happens to weights whose statistic is 0
+    (MAAV or MAV of an input that is zero on all the data, such as MNIST's
+    border pixels, or of a dead unit; |W| of a weight that is exactly 0):
+
+    * ``'ranked'`` (default): they are ranked like any other weight, so they go
+      first. They do nothing on the data, so removing them costs nothing there,
+      and a sparsity counts every weight still stored.
+    * ``'skipped'``: the original's behaviour (its statistics were sparse
+      matrices without the zero entries). They are never pruned and not
+      counted: ``prune_ratio`` is a fraction of the weights with a non-zero
+      statistic, and a per-layer target counts them as already pruned, so the
+      layer keeps more stored weights than its target says.
     """
 
-    def __init__(self, model, seed=None):
+    def __init__(self, model, seed=None, zero_statistics="ranked"):
+        if zero_statistics not in ZERO_STATISTICS:
+            raise ValueError(f"zero_statistics must be one of {ZERO_STATISTICS}, got {zero_statistics!r}")
         self.model = model
         self.statistics = None
         self.rng = np.random.default_rng(seed)
+        self.zero_statistics = zero_statistics
 
     def get_random(self):
         """Random statistics, so that ``prune_smallest`` removes random weights (a baseline)."""
@@ -50,12 +69,16 @@ class Lobotomizer(StatisticsMixin):
         if (prune_ratio is None) == (layers is None):
             raise ValueError("give either prune_ratio (a fraction of the remaining weights) or layers "
                              "(a target sparsity per layer), not both or neither")
+        present = None
+        if self.zero_statistics == "skipped":  # zero statistics are no candidates, and count as pruned
+            stats = [np.where(s == 0, np.nan, s) for s in stats]
+            present = [candidate_count(s) for s in stats]
         if layers is None:
             check_ratio("prune_ratio", prune_ratio)
             included = [prune_final_layer or i < model.depth - 1 for i in range(model.depth)]
             counts = pruning.ratio_counts(stats, prune_ratio, included)
         else:
-            counts = pruning.target_counts(model.layers, list(layers))
+            counts = pruning.target_counts(model.layers, list(layers), present)
         for i, (layer, count) in enumerate(zip(model.layers, counts)):
             if count == 0:
                 continue

@@ -1,13 +1,18 @@
 """Losses and their gradients with respect to the head's pre-activation.
 
-``'cross_entropy'`` (alias ``'CE'``, the default): softmax cross-entropy averaged
-over the batch. With a linear head the softmax is applied inside the loss; with
-a softmax head the head's outputs are the probabilities. Either way the
-gradient with respect to the logits is (p - y) / B, computed without dividing
-by p.
+``'cross_entropy'`` (alias ``'CE'``, the default): softmax cross-entropy. With a
+linear head the softmax is applied inside the loss; with a softmax head the
+head's outputs are the probabilities. Either way the gradient with respect to
+the logits is p - y per sample, computed without dividing by p.
 
-``'quadratic'`` (alias ``'MSE'``): the original's 0.5 * sum((y_hat - y)^2),
-summed over the batch, back-propagated through the head's activation.
+``'quadratic'`` (alias ``'MSE'``): 0.5 * (y_hat - y)^2 summed over the classes,
+back-propagated through the head's activation.
+
+``reduction`` says how the per-sample losses are combined: ``'mean'`` over the
+batch or ``'sum'``. ``None`` (the default) takes each loss's usual one:
+``'mean'`` for cross-entropy, ``'sum'`` for the quadratic loss (the original's).
+The original's error for a softmax head, Y - p summed over the batch whatever
+its loss was called, is ``loss='cross_entropy', reduction='sum'``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 from ._backend import array_module
 
 LOSSES = ("cross_entropy", "quadratic")
+REDUCTIONS = ("mean", "sum")
+DEFAULT_REDUCTIONS = {"cross_entropy": "mean", "quadratic": "sum"}
 _ALIASES = {"cross_entropy": "cross_entropy", "ce": "cross_entropy", "quadratic": "quadratic", "mse": "quadratic"}
 
 
@@ -26,20 +33,30 @@ def resolve_loss(name):
     return _ALIASES[key]
 
 
+def resolve_reduction(loss, reduction):
+    """'mean' or 'sum': ``reduction`` checked, or the usual one of the (canonical) ``loss`` when None."""
+    if reduction is None:
+        return DEFAULT_REDUCTIONS[loss]
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS} or None (the loss's usual one), got {reduction!r}")
+    return reduction
+
+
 def _log_softmax_columns(z):
     xp = array_module(z)
     shifted = z - z.max(axis=0, keepdims=True)
     return shifted - xp.log(xp.exp(shifted).sum(axis=0, keepdims=True))
 
 
-def loss_and_gradient(loss, activation, outputs, targets):
+def loss_and_gradient(loss, activation, outputs, targets, reduction=None):
     """Return (loss value, dL/dz) for a head with ``activation`` and feature-major arrays.
 
     ``outputs`` are the head's outputs (classes, batch); ``targets`` the target
     matrix of the same shape (one-hot rows of the labels, transposed).
+    ``reduction``: 'mean', 'sum' or None (the loss's usual one).
     """
     xp = array_module(outputs)
-    batch = outputs.shape[1]
+    divisor = outputs.shape[1] if resolve_reduction(loss, reduction) == "mean" else 1
     if loss == "cross_entropy":
         if activation == "softmax":
             probabilities = outputs
@@ -47,15 +64,17 @@ def loss_and_gradient(loss, activation, outputs, targets):
         else:
             log_p = _log_softmax_columns(outputs)
             probabilities = xp.exp(log_p)
-        value = -float((targets * log_p).sum()) / batch
-        grad = (probabilities - targets) * outputs.dtype.type(1.0 / batch)
+        value = -float((targets * log_p).sum()) / divisor
+        grad = probabilities - targets
         if activation == "relu":
             grad *= outputs > 0
-        return value, grad
-    residual = outputs - targets
-    value = 0.5 * float((residual * residual).sum())
-    if activation == "relu":
-        residual *= outputs > 0
-    elif activation == "softmax":
-        residual = outputs * (residual - (residual * outputs).sum(axis=0, keepdims=True))
-    return value, residual
+    else:
+        grad = outputs - targets
+        value = 0.5 * float((grad * grad).sum()) / divisor
+        if activation == "relu":
+            grad *= outputs > 0
+        elif activation == "softmax":
+            grad = outputs * (grad - (grad * outputs).sum(axis=0, keepdims=True))
+    if divisor != 1:
+        grad *= outputs.dtype.type(1.0 / divisor)
+    return value, grad

@@ -284,6 +284,6 @@ def _write(model, mixed):
     """Load per-layer (values, biases) into ``model`` (any backend); pruned weights stay zero."""
     for layer, (values, biases) in zip(model.layers, mixed):
         layer.values[...] = layer.backend.asarray(values.astype(layer.backend.dtype))
-        layer.biases = biases.astype(layer.backend.dtype)
+        layer.biases = biases  # the setter converts (and copies) it
         if layer.prune_mask is not None:
             layer.values[...] *= layer.prune_mask

@@ -9,7 +9,7 @@ import scipy.sparse
 
 from . import _initializers as init
 from ._backend import Backend, to_host
-from ._layers import DENSE_LAYERS, DROPOUT_STYLES, Layer, check_ratio
+from ._layers import DENSE_LAYERS, DROPOUT_STYLES, Layer, check_dropout
 from ._losses import loss_and_gradient, resolve_loss
 from ._threads import single_threaded_blas
 from ._sparse_layers import SPARSE_LAYERS
@@ -43,10 +43,7 @@ class Model:
                                 f"got {type(layer).__name__}")
         if input_size is not None and (not isinstance(input_size, numbers.Integral) or input_size < 1):
             raise ValueError(f"input_size must be a positive integer, got {input_size!r}")
-        if dropout is not None:
-            check_ratio("dropout", dropout)
-            if dropout >= 1:
-                raise ValueError(f"dropout must be below 1 (the fraction dropped), got {dropout!r}")
+        check_dropout(dropout)
         if dropout_style not in DROPOUT_STYLES:
             raise ValueError(f"dropout_style must be one of {DROPOUT_STYLES}, got {dropout_style!r}")
         self._layers = list(layers)
@@ -261,17 +258,19 @@ class Model:
         return exp / exp.sum(axis=1, keepdims=True)
 
     # ---------------------------------------------------------------- gradients
-    def backprop(self, inputs, labels, loss="cross_entropy", backward_layers=None):
+    def backprop(self, inputs, labels, loss="cross_entropy", backward_layers=None, reduction=None):
         """One training forward and backward pass; fill each layer's ``grad_weights``/``grad_biases``.
 
-        Only the last ``backward_layers`` layers get gradients. Returns the batch loss.
+        Only the last ``backward_layers`` layers get gradients. ``reduction``:
+        'mean' or 'sum' over the batch, None for the loss's usual one (see
+        sparana._losses). Returns the batch loss.
         """
         loss = resolve_loss(loss)
         first = self._first_trained(backward_layers)
         x = self._inputs(inputs)
         targets = self.targets(labels, x.shape[1])
         outputs = self.forward(x, train=True)
-        value, grad = loss_and_gradient(loss, self._layers[-1].activation, outputs, targets)
+        value, grad = loss_and_gradient(loss, self._layers[-1].activation, outputs, targets, reduction)
         for i in range(self.depth - 1, first - 1, -1):
             grad = self._layers[i].backward(grad, input_grad=i > first)
             if i > first:
@@ -285,12 +284,12 @@ class Model:
             raise ValueError(f"backward_layers must be an integer in [1, {self.depth}], got {backward_layers!r}")
         return self.depth - int(backward_layers)
 
-    def gradients(self, inputs, labels, loss="cross_entropy", l1=0.0, l2=0.0):
+    def gradients(self, inputs, labels, loss="cross_entropy", l1=0.0, l2=0.0, reduction=None):
         """[(dL/dW, dL/db), ...] per layer, copies, including the penalty l1*sum|W| + l2/2*sum W^2.
 
         dL/dW has the shape of the layer's ``values`` (the stored entries for a sparse layer).
         """
-        self.backprop(inputs, labels, loss)
+        self.backprop(inputs, labels, loss, reduction=reduction)
         xp = self.backend.xp
         result = []
         for layer in self._layers:
@@ -302,12 +301,12 @@ class Model:
             result.append((grad, layer.grad_biases.copy()))
         return result
 
-    def loss(self, inputs, labels, loss="cross_entropy", l1=0.0, l2=0.0):
+    def loss(self, inputs, labels, loss="cross_entropy", l1=0.0, l2=0.0, reduction=None):
         """The loss on a batch (no dropout), plus the penalty l1*sum|W| + l2/2*sum W^2."""
         loss = resolve_loss(loss)
         x = self._inputs(inputs)
         targets = self.targets(labels, x.shape[1])
-        value, _ = loss_and_gradient(loss, self._layers[-1].activation, self.forward(x), targets)
+        value, _ = loss_and_gradient(loss, self._layers[-1].activation, self.forward(x), targets, reduction)
         for layer in self._layers:
             if l1:
                 value += l1 * float(abs(layer.values).sum())
@@ -389,7 +388,8 @@ class Model:
         ``distribution='erdos_renyi'`` spreads a global density over the layers
         as SET does. ``init_method``: 'Xavier', 'Xavier_2' (the Xavier std
         divided by the density) or a float std. Sparse layers get a CSR
-        pattern; dense layers get the same pattern as a prune mask.
+        pattern; dense layers get the same pattern as a prune mask. The new
+        pattern replaces any earlier one (a second call gives the density asked for).
         """
         shapes = [(layer.input_size, layer.size) for layer in self._layers]
         densities = init.layer_densities(density, shapes, distribution)
@@ -407,13 +407,20 @@ class Model:
             else:
                 weights = np.zeros((n_in, n_out), dtype=self.dtype)
                 weights[cols, rows] = values
+                mask = np.zeros((n_in, n_out), dtype=bool)
+                mask[cols, rows] = True
+                layer.prune_mask = None  # the new pattern replaces any earlier mask
                 layer.set_parameters(weights, biases)
-                layer.prune_mask = weights != 0
+                layer.prune_mask = mask
         return densities
 
     # -------------------------------------------------------------- conversions
     def convert_comp_type(self, comp_type=None):
-        """Move every array to the other backend (or to ``comp_type``) and switch the model to it."""
+        """Move every array to the other backend (or to ``comp_type``) and switch the model to it.
+
+        Every layer's ``version`` changes, so a live optimizer moves its state
+        (moments, velocities) to the new device at its next step, values kept.
+        """
         target = {"CPU": "GPU", "GPU": "CPU"}[self.comp_type] if comp_type is None else comp_type
         backend = Backend(target, self.backend.dtype)
         for layer in self._layers:

@@ -9,12 +9,18 @@ Every optimizer updates only the entries it may train:
   the optimizer state (moments, velocities) exists only for those weights.
 
 Regularisation: ``l1_constant`` and ``l2_constant`` add l1*sum|W| + l2/2*sum W^2
-to the loss (``regularization='coupled'``, the default), or, with
-``regularization='original'``, apply the original's decoupled decay
-W -= lr * (l2/B * W + l1/B * sign(W)) after each step (B the batch size, lr
-the base rate even inside Adam). Biases are never regularised. ``clip`` clips
-the data gradient element-wise to [-clip, clip] (the original Adam always
-clipped at 1).
+to the loss (``regularization='coupled'``, the default; biases are not
+penalised), or, with ``regularization='original'``, apply the original's
+decoupled decay W -= lr * (l2/B * W + l1/B * sign(W)) after each step (B the
+batch size, lr the base rate even inside Adam). As in the original (spec
+sections 3.3 to 3.7), Adam, madadad and adadad apply that decay to the biases
+too, b -= lr * (l2/B * b + l1/B * sign(b)), while SGD never decays its biases.
+(With l1 alone the original trained nothing at all, bug 15; here l1 alone
+decays what l1 and l2 together decay.) ``clip`` clips the data gradient
+element-wise to [-clip, clip] (the original Adam always clipped at 1).
+
+``loss`` and ``reduction`` choose the loss and how it combines a batch
+('mean' or 'sum'; None: the loss's usual one), see :mod:`sparana._losses`.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import numpy as np
 
 from ._backend import to_host
 from ._layers import check_ratio
-from ._losses import resolve_loss
+from ._losses import resolve_loss, resolve_reduction
 
 REGULARIZATIONS = ("coupled", "original")
 
@@ -50,14 +56,18 @@ class _Slot:
         self.state = state
 
 
-def _remap(old_keys, old_values, new_keys, xp):
-    """State for ``new_keys`` taken from the entries of ``old_keys`` where they match, zero elsewhere."""
+def _remap(old_keys, old_values, new_keys, backend):
+    """State for ``new_keys`` on ``backend``'s device, taken from the entries of ``old_keys`` where they
+    match, zero elsewhere. The keys are host arrays; ``old_values`` may be on either device."""
+    old_values = backend.asarray(old_values)
+    if np.array_equal(old_keys, new_keys):  # the same entries (e.g. the layer moved to another device)
+        return old_values
     order = np.argsort(old_keys, kind="stable")
     sorted_keys = old_keys[order]
     position = np.minimum(np.searchsorted(sorted_keys, new_keys), max(sorted_keys.size - 1, 0))
     found = sorted_keys[position] == new_keys if sorted_keys.size else np.zeros(new_keys.size, bool)
-    result = xp.zeros(new_keys.size, dtype=old_values.dtype)
-    result[xp.asarray(np.flatnonzero(found))] = old_values[xp.asarray(order[position[found]])]
+    result = backend.zeros(new_keys.size, dtype=old_values.dtype)
+    result[backend.asarray(np.flatnonzero(found))] = old_values[backend.asarray(order[position[found]])]
     return result
 
 
@@ -65,15 +75,18 @@ class Optimizer:
     """Shared training loop; subclasses define the per-array update and its state."""
 
     state_names = ()
+    # Whether regularization='original' decays the biases too (the original's Adam, madadad and adadad did).
+    decays_biases = True
 
     def __init__(self, model, learning_rate, l1_constant=None, l2_constant=None, loss="cross_entropy",
                  regularization="coupled", clip=None, backward_layers=None, selected=False,
-                 train_final_layer=False, train_biases=True, bitmasks=None):
+                 train_final_layer=False, train_biases=True, bitmasks=None, reduction=None):
         self.model = model
         self.learning_rate = _positive("learning_rate", learning_rate)
         self.l1 = 0.0 if l1_constant is None else _positive("l1_constant", l1_constant, allow_zero=True)
         self.l2 = 0.0 if l2_constant is None else _positive("l2_constant", l2_constant, allow_zero=True)
         self.loss = resolve_loss(loss)
+        self.reduction = resolve_reduction(self.loss, reduction)
         if regularization not in REGULARIZATIONS:
             raise ValueError(f"regularization must be one of {REGULARIZATIONS}, got {regularization!r}")
         self.regularization = regularization
@@ -95,7 +108,7 @@ class Optimizer:
     def train_step(self, inputs, labels):
         """One step on a batch; returns the batch loss (without the regularisation penalty)."""
         model = self.model
-        value = model.backprop(inputs, labels, self.loss, self.backward_layers)
+        value = model.backprop(inputs, labels, self.loss, self.backward_layers, self.reduction)
         batch = np.shape(inputs)[0] if np.ndim(inputs) == 2 else 1
         self.steps += 1
         self._begin_step()
@@ -103,39 +116,40 @@ class Optimizer:
         l1, l2 = (self.l1, self.l2) if coupled else (0.0, 0.0)
         decay1, decay2 = (0.0, 0.0) if coupled else (self.learning_rate * self.l1 / batch,
                                                      self.learning_rate * self.l2 / batch)
+        bias_decay = (decay1, decay2) if self.decays_biases else (0.0, 0.0)
         for i in range(model._first_trained(self.backward_layers), model.depth):
             layer = model.layers[i]
             slot = self._slot(i, layer, "weights")
             self._update(layer.values.reshape(-1), layer.grad_weights.reshape(-1), slot, l1, l2, decay1, decay2)
             if self.train_biases:
                 slot = self._slot(i, layer, "biases")
-                self._update(layer.biases, layer.grad_biases, slot, 0.0, 0.0, 0.0, 0.0)
+                self._update(layer.biases, layer.grad_biases, slot, 0.0, 0.0, *bias_decay)
         return value
 
     def get_gradients(self, inputs, labels):
         """[(dL/dW, dL/db), ...] on a batch, with this optimizer's loss and penalties."""
         l1, l2 = (self.l1, self.l2) if self.regularization == "coupled" else (0.0, 0.0)
-        return self.model.gradients(inputs, labels, self.loss, l1, l2)
+        return self.model.gradients(inputs, labels, self.loss, l1, l2, self.reduction)
 
     def state_arrays(self):
         """{(layer index, 'weights'|'biases', state name): host array}, plus the step counter."""
         result = {}
         for (i, kind), slot in self._slots.items():
             for name, array in slot.state.items():
-                result[(i, kind, name)] = to_host(array)
+                result[(i, kind, name)] = to_host(array, copy=True)
         return result
 
     def state_dict(self):
         """The optimizer's state as plain data: {'class', 'steps', 'slots': {(layer, kind): {...}}}.
 
-        Each slot holds host arrays: ``keys`` (positions of the trained entries in
+        Each slot holds host copies: ``keys`` (positions of the trained entries in
         the dense (n_in, n_out) matrix), ``shape`` and one array per state name.
         Hyper-parameters are not included: they belong to the constructor.
         """
         slots = {}
         for (i, kind), slot in self._slots.items():
-            entry = {"keys": np.asarray(slot.keys), "shape": slot.shape}
-            entry.update({name: to_host(array) for name, array in slot.state.items()})
+            entry = {"keys": np.array(slot.keys), "shape": slot.shape}
+            entry.update({name: to_host(array, copy=True) for name, array in slot.state.items()})
             slots[(i, kind)] = entry
         return {"class": type(self).__name__, "steps": self.steps, "slots": slots}
 
@@ -153,9 +167,8 @@ class Optimizer:
             if names != set(self._state_names()):
                 raise ValueError(f"optimizer state names {sorted(self._state_names())} expected for layer {i}, "
                                  f"got {sorted(names)}")
-            xp = layer.backend.xp
-            state_arrays = {name: xp.asarray(np.asarray(entry[name], dtype=layer.backend.dtype))
-                            for name in names}
+            backend = layer.backend
+            state_arrays = {name: backend.asarray(entry[name], dtype=backend.dtype, copy=True) for name in names}
             old = _Slot(None, -1, tuple(entry["shape"]), np.asarray(entry["keys"]), None, state_arrays)
             slots[(i, kind)] = old
         self._slots = slots
@@ -197,7 +210,7 @@ class Optimizer:
             index, keys = None, np.arange(layer.size)
         size = keys.size
         if old is not None and old.shape == shape:
-            state = {name: _remap(old.keys, array, keys, xp) for name, array in old.state.items()}
+            state = {name: _remap(old.keys, array, keys, layer.backend) for name, array in old.state.items()}
         else:
             state = {name: xp.zeros(size, dtype=layer.backend.dtype) for name in self._state_names()}
         slot = _Slot(layer, layer.version, shape, keys, index, state)
@@ -216,6 +229,8 @@ class SGDOptimizer(Optimizer):
 
     velocity <- momentum * velocity + g;  W <- W - lr * velocity.
     """
+
+    decays_biases = False  # the original's SGD never decayed its biases
 
     def __init__(self, model, learning_rate, l1_constant=None, l2_constant=None, momentum=0.0, **options):
         super().__init__(model, learning_rate, l1_constant, l2_constant, **options)

@@ -40,14 +40,16 @@ def ratio_counts(statistics, ratio, included):
     return [selection_count(s, ratio, "prune_ratio") if use else 0 for s, use in zip(statistics, included)]
 
 
-def target_counts(layers, targets):
+def target_counts(layers, targets, present=None):
     """Per layer: weights to remove to reach the cumulative target sparsity (None: skip).
 
-    A target at or below the layer's current sparsity removes nothing (the
-    original pruned instead, bug 25).
+    The current sparsity counts as present the weights still stored, or
+    ``present[i]`` when given. A target at or below the layer's current
+    sparsity removes nothing (the original pruned instead, bug 25).
     """
     if len(targets) != len(layers):
         raise ValueError(f"one target sparsity (or None) per layer expected ({len(layers)}), got {len(targets)}")
+    present = [present_count(layer) for layer in layers] if present is None else present
     counts = []
     for i, (layer, target) in enumerate(zip(layers, targets)):
         if target is None:
@@ -55,7 +57,7 @@ def target_counts(layers, targets):
             continue
         check_ratio(f"layers[{i}] (target sparsity)", target)
         zeros_wanted = math.floor(dense_size(layer) * target + 1e-9)
-        counts.append(max(0, zeros_wanted - (dense_size(layer) - present_count(layer))))
+        counts.append(max(0, zeros_wanted - (dense_size(layer) - present[i])))
     return counts
 
 

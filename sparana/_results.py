@@ -1,16 +1,15 @@
-"""Job results: a folder of JSON figures and PNG plots."""
+"""Job results: a folder of JSON figures and PNG plots, each written atomically (sparana._atomic)."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from ._atomic import atomic_write
 
 
 class Results:
-    """Writes a job's figures to ``folder`` (created if needed): ``save_json``, ``plot``."""
+    """Writes a job's figures to ``folder`` (created if needed): ``save_json``, ``plot``, ``save_figure``."""
 
     def __init__(self, folder):
         self.folder = Path(folder)
@@ -21,13 +20,8 @@ class Results:
 
     def save_json(self, name, data):
         """Write ``data`` as indented JSON, atomically."""
-        target = self.path(name)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, default=_plain)
-            handle.write("\n")
-        os.replace(tmp, target)
-        return target
+        text = json.dumps(data, indent=2, default=_plain) + "\n"
+        return atomic_write(self.path(name), lambda handle: handle.write(text.encode()))
 
     def plot(self, name, panels, title=None):
         """One PNG with a panel per entry of ``panels``: {panel title: (x label, y label, {series: (x, y)})}."""
@@ -47,9 +41,16 @@ class Results:
         if title:
             fig.suptitle(title)
         fig.tight_layout()
-        target = self.path(name)
-        fig.savefig(target, dpi=100)
-        return target
+        return self.save_figure(name, fig)
+
+    def save_figure(self, name, figure, dpi=100):
+        """Write a matplotlib ``figure`` as a PNG, atomically."""
+        return save_png(self.path(name), figure, dpi)
+
+
+def save_png(path, figure, dpi=100):
+    """Write a matplotlib ``figure`` to ``path`` as a PNG, atomically; returns the path."""
+    return atomic_write(path, lambda handle: figure.savefig(handle, dpi=dpi, format="png"))
 
 
 def _plain(value):

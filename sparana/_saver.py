@@ -42,9 +42,11 @@ from ._checkpoint import (
     SPARSE_PARAMETERS_FORMAT,
     VERSIONS,
     CheckpointError,
+    check_fields,
     check_names,
     check_tensor,
     header_json,
+    is_integer,
     layer_spec,
     layer_tensors,
     load_checkpoint,
@@ -190,7 +192,8 @@ class ModelSaver:
         metadata, tensors = read_safetensors(path, SPARSE_PARAMETERS_FORMAT)
         layers = header_json(path, metadata, "layers")
         if not isinstance(layers, list):
-            raise CheckpointError(f"{path}: the header's 'layers' entry must be a list, got {layers!r:.200}")
+            raise CheckpointError(f"{path}: malformed header: layers must be a list (null or "
+                                  f"{{'input_size', 'size'}} per layer), got {layers!r:.200}")
         entries = [None if spec is None else _read_selected(path, i, spec, tensors) for i, spec in enumerate(layers)]
         check_names(str(path), tensors, [f"layers.{i}.{name}" for i, spec in enumerate(layers) if spec is not None
                                          for name in ("keys", "values", "biases")])
@@ -235,7 +238,7 @@ class ModelSaver:
                 where, values = where[unpruned], values[unpruned]
             xp = layer.backend.xp
             xp.put(layer.values, xp.asarray(where), xp.asarray(values, dtype=layer.values.dtype))
-            layer.biases = np.array(entry["biases"])
+            layer.biases = entry["biases"]  # the layer copies it
             if set_masks:
                 mask = np.zeros(layer.values.size, dtype=bool)
                 mask[selected] = True
@@ -267,10 +270,8 @@ def _find(keys, wanted):
 def _read_selected(path, i, spec, tensors):
     """One layer's selected parameters read from a file, checked."""
     where = f"{path}, layer {i}"
-    ok = isinstance(spec, dict) and all(isinstance(spec.get(key), int) and spec[key] > 0
-                                        for key in ("input_size", "size"))
-    if not ok:
-        raise CheckpointError(f"{where}: an entry {{'input_size', 'size'}} expected in the header, got {spec!r:.200}")
+    check_fields(path, f"layers[{i}]", spec, {key: ("a positive integer", is_integer)
+                                              for key in ("input_size", "size")})
     names = {name: f"layers.{i}.{name}" for name in ("keys", "values", "biases")}
     check_names(where, set(names.values()) & set(tensors), list(names.values()))
     keys, values, biases = (tensors[names[key]] for key in ("keys", "values", "biases"))

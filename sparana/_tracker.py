@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ._backend import array_module, to_host
+from ._results import save_png
 
 
 def class_cosine_distances(outputs, class_ids, num_classes):
@@ -134,9 +135,7 @@ class DistanceTracker:
             fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
         fig.suptitle(f"Mean cosine distance between classes (checkpoint {checkpoint % len(self._cosines)})")
         fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path, dpi=100, format="png")
-        return path
+        return save_png(Path(path), fig)
 
 
 distance_tracker = DistanceTracker

@@ -10,26 +10,26 @@ from conftest import build_model
 EPS = 1e-6
 
 
-def numeric_gradient(model, array, x, y, loss, l1, l2):
+def numeric_gradient(model, array, x, y, loss, l1, l2, reduction=None):
     """Central differences of model.loss over every entry of ``array`` (a view into the model)."""
     flat = array.reshape(-1)
     grad = np.zeros(flat.size)
     for i in range(flat.size):
         old = flat[i]
         flat[i] = old + EPS
-        plus = model.loss(x, y, loss, l1, l2)
+        plus = model.loss(x, y, loss, l1, l2, reduction)
         flat[i] = old - EPS
-        minus = model.loss(x, y, loss, l1, l2)
+        minus = model.loss(x, y, loss, l1, l2, reduction)
         flat[i] = old
         grad[i] = (plus - minus) / (2 * EPS)
     return grad.reshape(array.shape)
 
 
-def check_gradients(model, x, y, loss="cross_entropy", l1=0.0, l2=0.0):
-    analytic = model.gradients(x, y, loss, l1, l2)
+def check_gradients(model, x, y, loss="cross_entropy", l1=0.0, l2=0.0, reduction=None):
+    analytic = model.gradients(x, y, loss, l1, l2, reduction)
     for i, (layer, (g_w, g_b)) in enumerate(zip(model.layers, analytic)):
-        n_w = numeric_gradient(model, layer.values, x, y, loss, l1, l2)
-        n_b = numeric_gradient(model, layer.biases, x, y, loss, 0.0, 0.0)
+        n_w = numeric_gradient(model, layer.values, x, y, loss, l1, l2, reduction)
+        n_b = numeric_gradient(model, layer.biases, x, y, loss, 0.0, 0.0, reduction)
         scale = max(1.0, np.abs(n_w).max())
         np.testing.assert_allclose(g_w, n_w, atol=1e-6 * scale, rtol=1e-5, err_msg=f"weights of layer {i}")
         np.testing.assert_allclose(g_b, n_b, atol=1e-6 * max(1.0, np.abs(n_b).max()), rtol=1e-5,
@@ -38,16 +38,26 @@ def check_gradients(model, x, y, loss="cross_entropy", l1=0.0, l2=0.0):
 
 HEADS = ["linear", "softmax", "relu"]
 LOSSES = ["cross_entropy", "quadratic"]
+REDUCTIONS = [None, "mean", "sum"]  # None: the loss's usual one (mean for cross-entropy, sum for quadratic)
 
 
 @pytest.mark.parametrize("sparse", [False, True])
-@pytest.mark.parametrize("head,loss", list(itertools.product(HEADS, LOSSES)))
-def test_gradients_every_head_and_loss(sparse, head, loss, rng):
+@pytest.mark.parametrize("head,loss,reduction", list(itertools.product(HEADS, LOSSES, REDUCTIONS)))
+def test_gradients_every_head_loss_and_reduction(sparse, head, loss, reduction, rng):
     sizes = [int(s) for s in rng.integers(3, 8, size=4)]
     model = build_model(sizes, ["relu", "relu", head], sparse=sparse, density=0.6, seed=int(rng.integers(1000)))
     x = rng.random((5, sizes[0]))
     y = rng.integers(0, sizes[-1], size=5)
-    check_gradients(model, x, y, loss)
+    check_gradients(model, x, y, loss, reduction=reduction)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_sum_and_mean_reductions_differ_by_the_batch_size(loss, rng):
+    model = build_model([5, 4, 3], ["relu", "softmax"], seed=2)
+    x, y = rng.random((7, 5)), rng.integers(0, 3, 7)
+    assert model.loss(x, y, loss, reduction="sum") == pytest.approx(7 * model.loss(x, y, loss, reduction="mean"))
+    expected = {"cross_entropy": "mean", "quadratic": "sum"}[loss]
+    assert model.loss(x, y, loss) == model.loss(x, y, loss, reduction=expected)
 
 
 @pytest.mark.parametrize("sparse", [False, True])

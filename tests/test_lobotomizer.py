@@ -149,3 +149,38 @@ def test_a_huge_sparse_layer_trains_in_little_memory(rng):
         tracemalloc.stop()
     assert last < first
     assert peak < 150e6, f"peak traced memory {peak / 1e6:.0f} MB"
+
+
+def test_zero_statistics_are_ranked_first_or_skipped_as_the_original(rng):
+    """Inputs that are zero on all the data (MNIST's border pixels) give their weights a MAAV of 0."""
+    x = rng.random((50, 8))
+    x[:, :2] = 0
+    results = {}
+    for mode in ("ranked", "skipped"):
+        model = build_model([8, 6, 3], ["relu", "linear"], seed=3)
+        lobo = Lobotomizer(model, zero_statistics=mode)
+        stats = lobo.get_MAAV(x)
+        zero = stats[0] == 0
+        assert zero[:2].all() and not zero[2:].any()  # 12 weights with a zero statistic, 36 live ones
+        live_stats = np.where(zero, np.inf, stats[0])
+        counts = lobo.prune_smallest(0.25)
+        results[mode] = (counts[0], ~model.layers[0].prune_mask, zero, live_stats)
+    count, removed, zero, _ = results["ranked"]
+    assert count == 12 and np.array_equal(removed, zero)  # a quarter of all 48: the zero-statistic ones
+    count, removed, zero, live_stats = results["skipped"]
+    assert count == 9  # the original: a quarter of the 36 weights with a non-zero statistic
+    assert not (removed & zero).any()  # never pruned
+    assert np.array_equal(np.sort(live_stats[removed]), np.sort(live_stats.reshape(-1))[:9])
+
+    # Per-layer targets: the original counted zero-statistic weights as already pruned.
+    for mode, count, zeros_removed in (("ranked", 24, 12), ("skipped", 12, 0)):
+        model = build_model([8, 6, 3], ["relu", "linear"], seed=3)
+        lobo = Lobotomizer(model, zero_statistics=mode)
+        zero = lobo.get_MAAV(x)[0] == 0
+        counts = lobo.prune_smallest(layers=[0.5, None])
+        removed = ~model.layers[0].prune_mask
+        assert counts[0] == count
+        assert int(removed[~zero].sum()) == 12  # either way 12 live weights go
+        assert int(removed[zero].sum()) == zeros_removed
+    with pytest.raises(ValueError, match=r"zero_statistics must be one of \('ranked', 'skipped'\)"):
+        Lobotomizer(model, zero_statistics="first")

@@ -270,3 +270,71 @@ def test_sparse_layer_accepts_scipy_matrices(rng):
     model.layers[1].set_parameters(rng.random((4, 2)))
     assert model.input_size == 6 and layer.nnz == w.nnz
     np.testing.assert_allclose(layer.weights.toarray(), w.toarray(), rtol=1e-6)
+
+
+# ------------------------------------------------------------- what a model owns
+def host_copies(model):
+    return [(layer.values.copy(), layer.biases.copy()) for layer in model.layers]
+
+
+def train_and_prune(model, rng, steps=3):
+    x, y = rng.random((16, model.input_size)), rng.integers(0, model.num_classes, 16)
+    optimizer = sa.AdamOptimizer(model, 0.05)
+    for _ in range(steps):
+        optimizer.train_step(x, y)
+    lobo = sa.Lobotomizer(model)
+    lobo.get_absolute_values()
+    lobo.prune_smallest(0.5, prune_final_layer=True)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_model_loaded_from_another_does_not_share_its_arrays(sparse, rng):
+    a = build_model([6, 8, 3], ["relu", "linear"], sparse=sparse, seed=1)
+    b = build_model([6, 8, 3], ["relu", "linear"], sparse=sparse, seed=2)
+    before = host_copies(a)
+    b.initialize_weights([(layer.weights, layer.biases) for layer in a.layers])
+    train_and_prune(b, rng)
+    for layer, (values, biases) in zip(a.layers, before):
+        assert np.array_equal(layer.values, values) and np.array_equal(layer.biases, biases)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_layers_copy_the_arrays_they_are_given(sparse, rng):
+    kind = sa.SparseReluLayer if sparse else sa.DenseReluLayer
+    w0 = rng.standard_normal((8, 6)) if sparse else rng.standard_normal((6, 8))
+    given = {"w0": scipy.sparse.csr_matrix(w0) if sparse else w0, "b0": rng.standard_normal(8),
+             "w1": rng.standard_normal((8, 3)), "b1": rng.standard_normal(3)}
+    originals = {name: array.copy() for name, array in given.items()}
+    model = sa.Model(6, [kind(weights=given["w0"], biases=given["b0"]),
+                         sa.DenseLinearLayer(weights=given["w1"], biases=given["b1"])],
+                     comp_type="CPU", dtype="float64", seed=0)
+    train_and_prune(model, rng)
+    for name, array in given.items():
+        if scipy.sparse.issparse(array):
+            array, original = array.toarray(), originals[name].toarray()
+        else:
+            original = originals[name]
+        assert np.array_equal(array, original), f"the caller's {name} changed"
+    # The setters copy too: changing the caller's arrays afterwards changes nothing in the layer.
+    layer = model.layers[1]
+    weights, biases = rng.standard_normal((8, 3)), rng.standard_normal(3)
+    prune, train = rng.random((8, 3)) < 0.5, rng.random((8, 3)) < 0.5
+    layer.prune_mask = None
+    layer.weights, layer.biases, layer.prune_mask, layer.training_mask = weights, biases, prune, train
+    expected = [weights * prune, biases.copy(), prune.copy(), train.copy()]
+    for array in (weights, biases):
+        array[...] = 7.0
+    prune[...], train[...] = True, False
+    for held, wanted in zip((layer.weights, layer.biases, layer.prune_mask, layer.training_mask), expected):
+        assert np.array_equal(held, wanted)
+
+
+def test_a_second_sparse_initialisation_gives_the_density_asked_for():
+    model = build_model([40, 30, 10], ["relu", "linear"])  # dense layers: the pattern is a prune mask
+    for density in (0.5, 0.5, 0.3, 0.8):
+        model.initialize_sparse_weights(density)
+        for layer in model.layers:
+            wanted = round(density * layer.weights.size)
+            assert int(layer.prune_mask.sum()) == wanted
+            assert int((layer.weights != 0).sum()) == wanted  # every kept weight has a value
+            assert not layer.weights[~layer.prune_mask].any()

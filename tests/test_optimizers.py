@@ -211,3 +211,109 @@ def test_state_dict_round_trip_continues_identically(sparse, rng):
         assert np.array_equal(a, b)
     with pytest.raises(ValueError, match="state of a SGDOptimizer expected"):
         sa.SGDOptimizer(model, 0.1).load_state_dict(state)
+
+
+# ------------------------------------------------------------ moving between devices
+class _Moved(np.ndarray):
+    """An array made by the backend a model moved to (a stand-in for the GPU, on the CPU)."""
+
+
+class _MovedBackend(sa.Backend):
+    def asarray(self, array, dtype=None, copy=False):
+        return super().asarray(array, dtype, copy).view(_Moved)
+
+    def zeros(self, shape, dtype=None):
+        return super().zeros(shape, dtype).view(_Moved)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_optimizer_state_moves_with_the_model(sparse, rng, monkeypatch):
+    from sparana import _model
+
+    model = build_model([6, 8, 3], ["relu", "linear"], sparse=sparse)
+    opt = sa.AdamOptimizer(model, 0.01)
+    x, y = batch(rng)
+    for _ in range(2):
+        opt.train_step(x, y)
+    before = opt.state_arrays()
+    versions = [layer.version for layer in model.layers]
+    monkeypatch.setattr(_model, "Backend", _MovedBackend)
+    model.convert_comp_type("CPU")
+    assert all(layer.version > v for layer, v in zip(model.layers, versions))  # optimizers see the move
+    for i, kind in list(opt._slots):
+        slot = opt._slot(i, model.layers[i], kind)
+        for name, array in slot.state.items():
+            assert isinstance(array, _Moved), f"layer {i} {kind} {name} stayed on the old device"
+            np.testing.assert_array_equal(array, before[(i, kind, name)])  # preserved, not reset
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_training_continues_identically_after_convert_comp_type(sparse, rng):
+    x, y = batch(rng)
+    runs = []
+    for move in (False, True):
+        model = build_model([6, 8, 3], ["relu", "linear"], sparse=sparse, seed=4)
+        opt = sa.AdamOptimizer(model, 0.01)
+        for step in range(4):
+            if move and step == 2:
+                model.convert_comp_type("CPU")  # a new Backend object, as a move to the GPU and back makes
+            opt.train_step(x, y)
+        runs.append((snapshot(model), opt.state_arrays()))
+    (values_a, state_a), (values_b, state_b) = runs
+    for (w_a, b_a), (w_b, b_b) in zip(values_a, values_b):
+        assert np.array_equal(w_a, w_b) and np.array_equal(b_a, b_b)
+    assert state_a.keys() == state_b.keys()
+    assert all(np.array_equal(state_a[key], state_b[key]) for key in state_a)
+
+
+# ------------------------------------------------------ the original, as options
+def one_step(make, model, x, y):
+    make(model).train_step(x, y)
+    return [layer.biases.copy() for layer in model.layers]
+
+
+ORIGINAL_BIAS_DECAY = {  # the original's optimizers that decayed biases too (spec sections 3.3 to 3.7)
+    "adam": (lambda m, **kw: sa.AdamOptimizer(m, 0.5, **kw), True),
+    "selected adam": (lambda m, **kw: sa.SelectedAdamOptimizer(m, 0.5, **kw), True),
+    "madadad": (lambda m, **kw: sa.MadadadOptimizer(m, 0.5, friction=0.5, **kw), True),
+    "adadad": (lambda m, **kw: sa.AdadadOptimizer(m, 0.5, friction=0.5, **kw), True),
+    "sgd": (lambda m, **kw: sa.SGDOptimizer(m, 0.5, **kw), False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL_BIAS_DECAY))
+@pytest.mark.parametrize("l1,l2", [(0.0, 0.2), (0.3, 0.2), (0.3, 0.0)])
+def test_original_regularisation_decays_the_biases_where_the_original_did(name, l1, l2, rng):
+    make, decays = ORIGINAL_BIAS_DECAY[name]
+    x, y = batch(rng, n=8)
+    models = [build_model([6, 5, 3], ["relu", "linear"], seed=3) for _ in range(2)]
+    for model in models:
+        for layer in model.layers:
+            layer.training_mask = np.ones(layer.values.shape, dtype=bool)
+    before = [layer.biases.copy() for layer in models[0].layers]
+    plain = one_step(make, models[0], x, y)
+    decayed = one_step(lambda m: make(m, l1_constant=l1, l2_constant=l2, regularization="original"),
+                       models[1], x, y)
+    for b, p, d in zip(before, plain, decayed):
+        expected = p - 0.5 * (l2 / 8 * b + l1 / 8 * np.sign(b)) if decays else p
+        np.testing.assert_allclose(d, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_the_original_softmax_head_error_is_the_summed_cross_entropy_gradient(rng):
+    model = build_model([6, 5, 4], ["relu", "softmax"], seed=5)
+    x, y = rng.random((9, 6)), rng.integers(0, 4, 9)
+    error = model.outputs(x) - np.eye(4)[y]  # p - Y (the original's E = Y - p, negated), summed below
+    hidden = model.partial_outputs(x, 1)
+    grad_w, grad_b = model.gradients(x, y, "cross_entropy", reduction="sum")[1]
+    np.testing.assert_allclose(grad_b, error.sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(grad_w, hidden.T @ error, rtol=1e-12)
+    mean_w, _ = model.gradients(x, y, "cross_entropy")[1]
+    np.testing.assert_allclose(mean_w, grad_w / 9, rtol=1e-12)
+    quadratic_w, _ = model.gradients(x, y, "quadratic")[1]  # through the softmax's derivative: not the original's
+    assert not np.allclose(quadratic_w, grad_w)
+    # The optimizers take the reduction too.
+    before = snapshot(model)
+    sa.SGDOptimizer(model, 0.1, reduction="sum").train_step(x, y)
+    np.testing.assert_allclose(model.layers[1].values, before[1][0] - 0.1 * grad_w, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"reduction must be one of \('mean', 'sum'\) or None"):
+        sa.AdamOptimizer(model, 0.1, reduction="median")

@@ -1,8 +1,8 @@
 """Checkpoint files and ModelSaver: bit-for-bit round trips, rejected files, atomic writes, snapshots."""
 
 import json
-import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -240,7 +240,8 @@ BAD_FILES = {
     "another architecture": (lambda src, dst: save_checkpoint(dst, make_model("mixed", sizes=[6, 8, 5, 4])),
                              r"does not fit the model: layer 2 size: the checkpoint has 4, the model has 3"),
     "optimizer of another shape": (lambda src, dst: rewrite(src, dst, metadata=other_architecture(
-        lambda a: a["layers"][2].update(size=4))), r"optimizer state of layer 2 \(weights\) is for shape \[5, 3\]"),
+        lambda a: a["layers"][2].update(size=4))),
+        r"optimizer.slots\[4\].shape must be \[5, 4\] \(layer 2's \[n_in, n_out\]\), got \[5, 3\]"),
     "header and tensors disagree": (lambda src, dst: rewrite(src, dst, metadata=other_architecture(
         lambda a: a["layers"][1].update(kind="dense"))), r"layer 1: missing tensor\(s\) \['weights'\]"),
     "dtype differs": (lambda src, dst: rewrite(src, dst, tensors=lambda a: {
@@ -263,6 +264,135 @@ def test_bad_files_raise_a_clear_error_and_change_nothing(case, saved, tmp_path)
     assert optimizer_fingerprint(target_optimizer) == before_optimizer
     assert not list(tmp_path.glob("*.pwned"))  # no pickle payload ran
     load_checkpoint(path, target, target_optimizer)  # the good file still loads into it
+
+
+MISSING = object()
+
+
+def set_field(entry, where, value):
+    """A header edit: in the JSON entry ``entry``, the field at ``where`` (keys, indices) set to ``value``
+    (the whole entry when ``where`` is empty), or deleted when ``value`` is MISSING."""
+    def edit(header):
+        if not where:
+            return dict(header, **{entry: json.dumps(value)})
+        data = json.loads(header[entry])
+        target = data
+        for key in where[:-1]:
+            target = target[key]
+        if value is MISSING:
+            del target[where[-1]]
+        elif callable(value):
+            target[where[-1]] = value(data)
+        else:
+            target[where[-1]] = value
+        return dict(header, **{entry: json.dumps(data)})
+    return edit
+
+
+def header_cases():
+    """(entry, where, value, the start of the message naming the field), one per corruption."""
+    def field(entry, where):
+        return ".".join([entry] + [f"[{k}]" if isinstance(k, int) else k for k in where]).replace(".[", "[")
+
+    def each(entry, where, *bad):
+        name = field(entry, where)
+        yield entry, where, MISSING, f"{name} is missing"
+        for value in bad:
+            yield entry, where, value, f"{name} must be"
+
+    yield "architecture", [], [], "architecture must be a JSON object"
+    yield from each("architecture", ["input_size"], "6", 0, True)
+    yield from each("architecture", ["dtype"], 32, "float16")
+    yield from each("architecture", ["dropout"], "half", 1.0, -0.5)
+    yield from each("architecture", ["dropout_style"], 1, "sideways")
+    yield from each("architecture", ["seed"], "1", -1, 2.5)
+    yield from each("architecture", ["layers"], {}, [])
+    yield "architecture", ["colour"], "blue", "architecture has unexpected key(s) ['colour']"
+    yield "architecture", ["layers", 1], "dense", "architecture.layers[1] must be a JSON object"
+    yield from each("architecture", ["layers", 1, "kind"], 1, "conv")
+    yield from each("architecture", ["layers", 1, "activation"], None, "tanh")
+    yield from each("architecture", ["layers", 1, "size"], "5", 0)
+    yield from each("architecture", ["layers", 1, "input_size"], 8.0, 9)
+    yield from each("architecture", ["layers", 1, "dropout"], "half", 1.5)
+    yield "architecture", ["layers", 1, "colour"], 1, "architecture.layers[1] has unexpected key(s) ['colour']"
+    yield "rng_state", [], [1, 2], "rng_state must be a JSON object (or absent)"
+    yield "rng_state", ["bit_generator"], MISSING, "rng_state must be a JSON object naming its 'bit_generator'"
+    yield "rng_state", ["state"], "x", "rng_state is not a valid PCG64 state"
+    yield "rng_state", ["state", "state"], -1, "rng_state is not a valid PCG64 state"
+    yield "optimizer", [], "adam", "optimizer must be a JSON object"
+    yield from each("optimizer", ["class"], 5, "")
+    yield from each("optimizer", ["hyperparameters"], [], {"learning_rate": [0.01]})
+    yield from each("optimizer", ["bitmasks"], "no")
+    yield from each("optimizer", ["steps"], "2", -1, True)
+    yield from each("optimizer", ["slots"], {})
+    yield "optimizer", ["slots", 0], 0, "optimizer.slots[0] must be a JSON object"
+    yield from each("optimizer", ["slots", 0, "layer"], "0", 3)
+    yield from each("optimizer", ["slots", 0, "kind"], "moments")
+    yield from each("optimizer", ["slots", 0, "shape"], "6x8", [6, 9])
+    yield from each("optimizer", ["slots", 0, "state"], "m", ["m", "m"], ["m", 1], ["keys", "v"])
+    yield ("optimizer", ["slots", 1], lambda data: data["slots"][0],
+           "optimizer.slots[1] is a second state for layer 0 (weights)")
+    yield "extra", [], [1], "extra must be a JSON object (or absent)"
+    yield "extra", [], None, "extra must be a JSON object (or absent)"
+
+
+HEADER_CASES = list(header_cases())
+
+
+@pytest.mark.parametrize("entry,where,value,message", HEADER_CASES,
+                         ids=[f"{e}{w}={'missing' if v is MISSING else v}" for e, w, v, _ in HEADER_CASES])
+def test_every_malformed_header_field_is_refused_by_name(entry, where, value, message, saved, tmp_path):
+    path, target, target_optimizer = saved
+    if entry == "extra":
+        save_checkpoint(path, target, target_optimizer, extra={"round": 1})
+    bad = rewrite(path, tmp_path / "bad.safetensors", metadata=set_field(entry, where, value))
+    before, before_optimizer = fingerprint(target), optimizer_fingerprint(target_optimizer)
+    expected = f"malformed header: {re.escape(message)}"
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(bad, target, target_optimizer)
+    assert fingerprint(target) == before
+    assert optimizer_fingerprint(target_optimizer) == before_optimizer
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(bad)  # building a new model refuses it the same way
+    with pytest.raises(CheckpointError, match=expected):
+        read_checkpoint(bad, tensors=False)  # already when the header is read
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("learning_rate", -1, "learning_rate must be a positive number, got -1"),
+    ("beta1", 2, "beta1 must be a number in [0.0, 1.0], got 2"),
+    ("loss", "hinge", "loss must be one of ('cross_entropy', 'quadratic')"),
+    ("reduction", "median", "reduction must be one of ('mean', 'sum')"),
+    ("bogus", 1, "unexpected keyword argument 'bogus'"),
+])
+def test_saved_hyperparameters_are_checked_when_the_optimizer_is_built(name, value, message, saved, tmp_path):
+    path, target, _ = saved
+    bad = rewrite(path, tmp_path / "bad.safetensors", metadata=set_field("optimizer", ["hyperparameters", name], value))
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        read_checkpoint(bad).build_optimizer(target)
+    optimizer = read_checkpoint(path).build_optimizer(target)
+    assert optimizer.reduction == "mean" and optimizer.steps == 2
+
+
+@pytest.mark.parametrize("where,value,message", [
+    ([], "layers", "layers must be a list"),
+    ([1], 5, "layers[1] must be a JSON object"),
+    ([1, "size"], MISSING, "layers[1].size is missing"),
+    ([1, "size"], True, "layers[1].size must be a positive integer, got true"),
+    ([1, "input_size"], "8", "layers[1].input_size must be a positive integer"),
+    ([1, "input_size"], 0, "layers[1].input_size must be a positive integer"),
+    ([1, "colour"], "blue", "layers[1] has unexpected key(s) ['colour']"),
+])
+def test_malformed_sparse_parameter_headers_are_refused_by_name(where, value, message, tmp_path):
+    model = make_model("dense")
+    saver = ModelSaver(model)
+    saver.store_sparse_parameters()
+    path = saver.pickle_sparse_parameters(tmp_path / "selected.safetensors")
+    bad = rewrite(path, tmp_path / "bad.safetensors", metadata=set_field("layers", where, value))
+    before = fingerprint(model)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        saver.load_sparse_parameters(bad)
+    assert fingerprint(model) == before
 
 
 def test_models_of_another_architecture_are_refused_untouched(saved):
@@ -309,43 +439,7 @@ def test_the_modules_never_unpickle():
 
 
 # --------------------------------------------------------------------- atomic writes
-@pytest.mark.parametrize("failing", ["_serialize", "fsync", "replace", "write"])
-def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(failing, tmp_path, monkeypatch):
-    path = tmp_path / "model.safetensors"
-    save_checkpoint(path, make_model("mixed", seed=1))
-    old = path.read_bytes()
-
-    def boom(*args, **kwargs):
-        raise OSError("disk full (simulated)")
-
-    if failing == "_serialize":
-        monkeypatch.setattr(_checkpoint, "_serialize", boom)
-    elif failing == "write":  # fail after half the bytes were written
-        real_fdopen = os.fdopen
-
-        class HalfWriter:
-            def __init__(self, handle):
-                self.handle = handle
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                self.handle.close()
-
-            def write(self, data):
-                self.handle.write(data[:len(data) // 2])
-                raise OSError("disk full (simulated)")
-
-        monkeypatch.setattr(_checkpoint.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
-    else:
-        monkeypatch.setattr(_checkpoint.os, failing, boom)
-    with pytest.raises(OSError, match="simulated"):
-        save_checkpoint(path, make_model("mixed", seed=2))
-    monkeypatch.undo()
-    assert path.read_bytes() == old
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
-    read_checkpoint(path)
+# (failed writes and file modes: tests/test_atomic.py)
 
 
 def test_new_files_and_overwrites(tmp_path):

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ._cache import atomic_write, cache_root, locked, sha256_file
+from .._atomic import atomic_write
+from ._cache import cache_root, locked, sha256_file
 from ._fetch import MNIST_SHA256, fetch_mnist
 from ._idx import read_idx
 from ._sampling import check_count, even_sizes
@@ -216,8 +217,8 @@ def _build(target: Path, files: dict[str, Path], sources: dict[str, str]) -> Non
                   _META_SHAPE: json.dumps(IMAGE_SHAPE), _META_SOURCES: json.dumps(sources)},
     )
 
-    def write(tmp: Path) -> None:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+    def write(handle) -> None:
+        with pa.ipc.new_file(handle, schema) as writer:
             for arrays in batches:
                 writer.write_batch(pa.RecordBatch.from_arrays(list(arrays), schema=schema))
 

@@ -1,13 +1,12 @@
-"""The on-disk cache: where it lives, atomic writes, a cross-process lock."""
+"""The on-disk cache: where it lives, checksums, a cross-process lock (writes: sparana._atomic)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import secrets
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 CACHE_ENV = "SPARANA_DATA"
 
@@ -28,23 +27,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it onto ``path``.
-
-    Readers see either the old file or the complete new one, never a partial write;
-    if ``write`` fails, the temporary file is removed and ``path`` is untouched.
-    """
-    # A unique name, created by ``write`` itself so that the umask applies (mkstemp's 0600 would
-    # make a shared cache unreadable to other users).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager

@@ -21,7 +21,8 @@ import zlib
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from ._cache import atomic_write, cache_root, locked, sha256_file
+from .._atomic import atomic_write
+from ._cache import cache_root, locked, sha256_file
 
 __all__ = [
     "MNIST_SHA256",
@@ -169,7 +170,7 @@ def fetch_files(folder: Path, expected: Mapping[str, str], sources: Sequence) ->
                     except ChecksumError as exc:
                         failures.append((str(source), exc))
                         continue
-                    atomic_write(folder / name, lambda tmp: tmp.write_bytes(data))
+                    atomic_write(folder / name, lambda handle: handle.write(data))
                     missing.remove(name)
             except _SOURCE_ERRORS as exc:
                 failures.append((str(source), exc))

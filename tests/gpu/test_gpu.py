@@ -122,3 +122,30 @@ def test_conversions_pruning_and_checkpoints_on_the_gpu(tmp_path):
     np.testing.assert_array_equal(sa.to_host(loaded.outputs(x)), sa.to_host(model.outputs(x)))
     model.convert_to_dense()
     np.testing.assert_allclose(sa.to_host(model.outputs(x)), sa.to_host(loaded.outputs(x)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_optimizer_state_follows_convert_comp_type(sparse):
+    """Train on the CPU, move to the GPU and back with a live optimizer: the state moves and is kept."""
+    reference, moved = model_pair(sparse)
+    moved.convert_comp_type("CPU")  # both start on the CPU with the same weights
+    rng = np.random.default_rng(5)
+    x, y = rng.random((32, 30)), rng.integers(0, 5, 32)
+    optimizers = [sa.AdamOptimizer(model, 1e-2) for model in (reference, moved)]
+    for step in range(6):
+        if step == 2:
+            moved.convert_comp_type("GPU")
+        if step == 4:
+            for i, kind in list(optimizers[1]._slots):
+                slot = optimizers[1]._slot(i, moved.layers[i], kind)
+                assert all(type(a).__module__.startswith("cupy") for a in slot.state.values())
+            moved.convert_comp_type("CPU")
+        for opt in optimizers:
+            opt.train_step(x, y)
+    for a, b in zip(reference.layers, moved.layers):
+        np.testing.assert_allclose(sa.to_host(b.values), a.values, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(sa.to_host(b.biases), a.biases, rtol=1e-8, atol=1e-10)
+    state_a, state_b = (opt.state_arrays() for opt in optimizers)
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        np.testing.assert_allclose(state_b[key], state_a[key], rtol=1e-8, atol=1e-12)
