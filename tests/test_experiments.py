@@ -107,3 +107,36 @@ def test_vulcanize_with_normal_selection_uses_its_spread(small):
     with pytest.raises(ValueError, match="selection_type='normal' needs std"):
         cluster.vulcanize(tiny_model(), cluster.local_workers(2, seed=1, data=small), None, 1, 2,
                           test=small.test, progress=False, selection_type="normal")
+
+
+def _with_extra(raw, change):
+    """The same safetensors file with its header's ``extra`` entry changed by ``change(extra)``."""
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + size])
+    extra = json.loads(header["__metadata__"]["extra"])
+    change(extra)
+    header["__metadata__"]["extra"] = json.dumps(extra)
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    return struct.pack("<Q", len(encoded)) + encoded + raw[8 + size:]
+
+
+@pytest.mark.parametrize("field, change", [
+    ("round", lambda e: e.pop("round")),
+    ("round", lambda e: e.update(round=-1)),
+    ("round", lambda e: e.update(round="2")),
+    ("rounds", lambda e: e.update(rounds={"0": 1})),
+    ("seed", lambda e: e.update(seed=-3)),
+    ("config", lambda e: e.update(config=[1])),
+    ("unexpected", lambda e: e.update(colour="red")),
+])
+def test_a_malformed_round_checkpoint_header_is_refused_by_name(small, tmp_path, field, change):
+    path = tmp_path / "mix.safetensors"
+    run(small, 1, checkpoint=path)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(_with_extra(path.read_bytes(), change))
+    model = tiny_model()
+    before = [layer.values.copy() for layer in model.layers]
+    with pytest.raises(sa.CheckpointError, match=rf"malformed header: extra.*{field}"):
+        run(small, 3, resume=bad, model=model)
+    assert all(np.array_equal(layer.values, values) for layer, values in zip(model.layers, before))

@@ -18,9 +18,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .._checkpoint import CheckpointError, read_checkpoint, restore_layer, save_checkpoint
+from .._checkpoint import CheckpointError, check_fields, is_integer, read_checkpoint, restore_layer, save_checkpoint
 
 KIND = "sparana.experiment_round"
+# The header's ``extra`` entry of a round checkpoint: (what is expected, test) per key.
+EXTRA_FIELDS = {
+    "kind": (repr(KIND), lambda value: value == KIND),
+    "experiment": ("a string", lambda value: isinstance(value, str)),
+    "config": ("a JSON object", lambda value: isinstance(value, dict)),
+    "seed": ("null or an integer", lambda value: value is None or is_integer(value, low=0)),
+    "round": ("an integer >= 0", lambda value: is_integer(value, low=0)),
+    "rounds": ("a list of per-round figures (JSON objects)",
+               lambda value: isinstance(value, list) and all(isinstance(r, dict) for r in value)),
+}
 
 
 def _plain(config):
@@ -54,6 +64,8 @@ class RoundCheckpoints:
         """
         checkpoint = read_checkpoint(self.path)  # a file cut short or of another version raises here
         extra = checkpoint.extra or {}
+        if extra.get("kind") == KIND:
+            check_fields(self.path, "extra", extra, EXTRA_FIELDS)
         problem = self._mismatch(extra, checkpoint.architecture, model)
         if problem:
             raise CheckpointError(f"{self.path} cannot resume this experiment: {problem}")
