@@ -11,6 +11,7 @@ Ray cluster of the machine, the user's too).
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -62,6 +63,7 @@ class RayEnvironment:
         (self.folder / "home").mkdir(exist_ok=True)
         self._saved = {name: os.environ.get(name) for name in self.variables}
         os.environ.update(self.variables)
+        _refresh_ray_configuration()
         return self
 
     def exit(self):
@@ -70,7 +72,17 @@ class RayEnvironment:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        _refresh_ray_configuration()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _refresh_ray_configuration():
+    """Make this process's Ray (if imported) read the authentication variables again: it caches them."""
+    if "ray" in sys.modules:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
 
 
 class Head:
@@ -97,6 +109,8 @@ class Head:
         command = [str(RAY), "start", "--head", "--block", f"--port={self.port}", "--dashboard-host=127.0.0.1",
                    f"--dashboard-port={self.dashboard_port}", f"--metrics-export-port={self.metrics_port}",
                    f"--num-cpus={self.num_cpus}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
+                   # Ray's fixed default ports, taken by any other cluster of the machine
+                   f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
                    *self.extra_args]
         self.log = open(self.temp_dir / "ray-start.log", "w")
         self.process = subprocess.Popen(command, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -117,6 +131,24 @@ class Head:
                 return response.status == 200
         except OSError:
             return False
+
+    def submit(self, entrypoint, cwd, timeout=300):
+        """``ray job submit --no-wait`` of ``entrypoint`` (a list) from ``cwd``; return the job id.
+
+        A head that has just started may answer "No available agent" until its job agent has
+        registered: that answer is retried for a minute.
+        """
+        command = [str(RAY), "job", "submit", "--address", self.dashboard, "--working-dir", str(cwd), "--no-wait",
+                   "--", *entrypoint]
+        deadline = time.monotonic() + 60
+        while True:
+            done = subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=timeout, cwd=cwd)
+            if done.returncode == 0 or "No available agent" not in done.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        if done.returncode != 0:
+            raise RuntimeError(f"ray job submit failed:\n{done.stderr[-3000:]}")
+        return re.search(r"raysubmit_[A-Za-z0-9]+", done.stdout).group(0)
 
     def stop(self, timeout=60):
         """Stop the head's ``ray start --block`` (it stops the processes it started), then its group."""
@@ -191,3 +223,37 @@ def descendants(pid):
         found.append(current)
         stack.extend(children.get(current, []))
     return found
+
+
+class SimulatedCluster:
+    """Several Ray nodes on this machine (``ray.cluster_utils.Cluster``), on loopback, in ``environment``.
+
+    Nodes may declare GPUs the machine does not have: Ray schedules and isolates them as real ones.
+    """
+
+    def __init__(self, environment, head_cpus=1):
+        from ray.cluster_utils import Cluster
+
+        from sparana.cluster._init import _loopback_only
+
+        self._loopback = _loopback_only
+        self.temp_dir = tempfile.mkdtemp(prefix="ray-", dir=environment.folder)
+        with self._loopback():
+            self.cluster = Cluster(initialize_head=True, head_node_args={
+                "num_cpus": head_cpus, "include_dashboard": False, "temp_dir": self.temp_dir,
+                "dashboard_agent_listen_port": free_port()})
+        self.address = self.cluster.address
+
+    def add_node(self, **resources):
+        with self._loopback():
+            return self.cluster.add_node(**resources)
+
+    def remove_node(self, node):
+        self.cluster.remove_node(node, allow_graceful=False)
+
+    def node_of(self, node_id):
+        """The cluster_utils node object of a Ray node id."""
+        return next(node for node in self.cluster.worker_nodes if node.node_id == node_id)
+
+    def shutdown(self):
+        self.cluster.shutdown()

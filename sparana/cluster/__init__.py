@@ -14,7 +14,8 @@ Ray 2.54 removed ``ray.init(local_mode=True)``; ``cluster.init(local_mode=True)`
 
 from ._experiments import ExperimentResult, Pruning, train_and_mix, vulcanize
 from ._init import ClusterError, ClusterInfo, init, is_local_mode, shutdown
-from ._pool import LocalPool, RayPool, local_workers, ray_workers
+from ._placement import local_workers, ray_workers
+from ._pool import LocalPool, RayPool
 from ._worker import TrainSettings, WorkerCore, load_payload, model_payload
 
 __all__ = [

@@ -24,14 +24,14 @@ import ray
 from tqdm.auto import tqdm
 
 from .._lobotomizer import Lobotomizer
-from .._mixer import ModelMixer
 from .._statistics import compute as compute_statistics
 from .._vulcanizer import Vulcanizer
 from ..data import load_mnist, to_float
 from ._checkpoints import RoundCheckpoints
 from ._init import ClusterError, init
-from ._pool import ray_workers
+from ._placement import ray_workers
 from ._metrics import record_driver
+from ._reduce import apply as apply_mix
 from ._worker import TrainSettings, load_payload, model_payload
 
 MIXES = ("average", "importance")
@@ -107,20 +107,19 @@ def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None
     workers, owned = _pool(workers, seed, data)
     config = {"kind": "train_and_mix", "mix": mix, "local_steps": local_steps, "settings": settings.as_dict(),
               "prune": prune.as_dict() if prune else None, "statistics_samples": statistics_samples}
-    scratch = []
-
     def one_round(model, round_index):
-        nonlocal scratch
         sparsity = _prune(model, prune, round_index) if prune else None
         payload = model_payload(model)
-        # one self-contained call per worker: the statistics come back with the trained weights
+        # each worker trains and weighs its own changes; the workers sum them among themselves
         wanted = ("MAAV", statistics_samples) if mix == "importance" else None
-        outputs = workers.call("train_round", [(payload, round_index, local_steps, settings, None, None, wanted)]
-                               * len(workers))
-        statistics = [o["statistics"] for o in outputs] if wanted else None
+        outputs, total = workers.map_reduce("train_contribution", [(payload, round_index, local_steps, settings,
+                                                                     wanted)] * len(workers))
         mixing = time.perf_counter()
-        scratch = _mix(model, [o["payload"] for o in outputs], statistics, scratch)
-        return outputs, mixing, {"sparsity": sparsity} if sparsity is not None else {}
+        apply_mix(model, total)
+        extra = {"driver_bytes": workers.driver_bytes}
+        if sparsity is not None:
+            extra["sparsity"] = sparsity
+        return outputs, mixing, extra
 
     try:
         return _run(name, model, rounds, local_steps, config, one_round, _test_split(test, data), progress, seed,
@@ -272,22 +271,6 @@ def _prune(model, prune, round_index):
             model.convert_to_sparse(layers)
     sparsities = lobo.sparsities()
     return float(np.mean([sparsities[i] for i in layers]))
-
-
-def _mix(model, payloads, statistics, scratch):
-    """Mix the workers' payloads into ``model``; ``scratch`` models are reused between rounds."""
-    scratch = [load_payload(p, scratch[i] if i < len(scratch) else None, model.comp_type)
-               for i, p in enumerate(payloads)]
-    mixer = ModelMixer()
-    for i, worker_model in enumerate(scratch):
-        mixer.add_model(worker_model)
-        if statistics is not None:
-            mixer.add_stats(statistics[i])
-    if statistics is None:
-        mixer.average_all(model)
-    else:
-        mixer.importance_weighted_average(model)
-    return scratch
 
 
 def _figures(round_index, outputs, start, mixing, accuracy, extra):

@@ -1,26 +1,33 @@
 """Worker pools: Ray actors on the cluster, or the same workers in this process.
 
-Both pools have one method, ``call(method, args_per_worker)``, which runs a
-:class:`WorkerCore` method on every worker (in parallel on Ray) and returns
-the results in worker order. The driver's experiments are written once
-against it; :class:`LocalPool` is how the tests check that the distributed
-results equal what the same steps give in one process.
+Both pools have two methods the driver's experiments are written against:
+
+* ``call(method, args_per_worker)`` runs a :class:`WorkerCore` method on every
+  worker (in parallel on Ray) and returns the results in worker order;
+* ``map_reduce(method, args_per_worker)`` runs a method that returns
+  (figures, contribution) and sums the contributions pairwise among the
+  workers (see :mod:`._reduce`): only the figures and one sum reach the
+  driver, whatever the number of workers.
+
+:class:`LocalPool` is how the tests check that the distributed results equal
+what the same steps give in one process.
 """
 
 from __future__ import annotations
 
 import os
 import time
-import uuid
 
 import ray
 
-from ..data import load_mnist
-from ._init import ClusterError, is_local_mode
+from ._init import ClusterError
+from ._reduce import combine, nbytes, tree
 from ._worker import WorkerCore
 
 READY_TIMEOUT = 120.0
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+# What a lost worker or node looks like to the driver: the actor died or is restarting, or an
+# object it held (a contribution in the reduction) went with its node.
+WORKER_LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.ObjectLostError)
 
 
 class LocalPool:
@@ -28,12 +35,24 @@ class LocalPool:
 
     def __init__(self, workers):
         self.workers = list(workers)
+        self.driver_bytes = 0
 
     def __len__(self):
         return len(self.workers)
 
     def call(self, method, args_per_worker):
         return [getattr(worker, method)(*args) for worker, args in zip(self.workers, args_per_worker)]
+
+    def map_reduce(self, method, args_per_worker):
+        pairs = self.call(method, args_per_worker)
+        figures = [f for f, _ in pairs]
+        total = tree([c for _, c in pairs], lambda i, a, b: combine(a, b))
+        self.driver_bytes = nbytes(figures) + nbytes(total)  # what a driver would receive
+        return figures, total
+
+    def placement(self):
+        return [{"name": f"local-{i}", "node_id": None, "gpu_ids": [], "pid": os.getpid()}
+                for i in range(len(self.workers))]
 
     def shutdown(self):
         self.workers = []
@@ -43,7 +62,7 @@ class WorkerNeedsData(RuntimeError):
     """A worker actor was (re)started and has not been given its shard yet."""
 
 
-class _RayWorker:
+class RayWorker:
     """A :class:`WorkerCore` in a Ray actor, built when its shard and test set arrive by :meth:`attach`.
 
     The data come by a method call, not as constructor arguments: Ray warns
@@ -69,18 +88,33 @@ class _RayWorker:
     def ping(self):
         return {"pid": os.getpid(), "attached": self.core is not None}
 
+    def where(self):
+        """Where the actor runs: its node, the GPUs Ray gave it and what CUDA sees."""
+        context = ray.get_runtime_context()
+        return {"node_id": context.get_node_id(), "gpu_ids": [int(g) for g in ray.get_gpu_ids()],
+                "pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
 
 class RayPool:
-    """Worker actors, one model or submodel each, on the GPU Ray gave them (or the CPU)."""
+    """Worker actors, one model or submodel each, on the GPU Ray gave them (or the CPU).
+
+    ``data_refs``: (shard, test) object references per worker, kept alive so
+    that a restarted actor gets its data again; ``placement_group``: the
+    group reserving the workers' resources, removed at :meth:`shutdown`.
+    """
 
     max_retries = 3
 
-    def __init__(self, actors, names, comp_type, data_refs=()):
+    def __init__(self, actors, names, comp_type, data_refs=(), placement_group=None,
+                 restart_timeout=READY_TIMEOUT):
         self.actors = list(actors)
         self.names = list(names)
         self.comp_type = comp_type
-        self.retries = 0  # calls redone after a worker was lost
-        self._data_refs = list(data_refs)  # (shard, test) per worker, kept alive for restarted actors
+        self.placement_group = placement_group
+        self.restart_timeout = restart_timeout
+        self.retries = 0  # calls (or reductions) redone after a worker was lost
+        self.driver_bytes = 0  # array bytes the driver received in the last map_reduce
+        self._data_refs = list(data_refs)
 
     def __len__(self):
         return len(self.actors)
@@ -101,12 +135,12 @@ class RayPool:
             try:
                 results[i] = ray.get(ref)
                 continue
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            except WORKER_LOST as exc:
                 losses[i] += 1
                 if losses[i] > self.max_retries:
                     raise ClusterError(f"worker {self.names[i]} was lost {losses[i]} times in one call "
                                        f"of {method}") from exc
-                self._wait_restarted(i, exc)
+                self._revive(i, exc)
                 self.retries += 1
             except ray.exceptions.RayTaskError as exc:
                 if not isinstance(exc.cause, WorkerNeedsData):
@@ -115,31 +149,77 @@ class RayPool:
             pending[self.actors[i].run.remote(method, *args_per_worker[i])] = i
         return results
 
+    def map_reduce(self, method, args_per_worker):
+        """Run ``method`` (returning (figures, contribution)) everywhere; return (figures, summed contribution).
+
+        The contributions are summed by the workers, pairwise through the
+        object store; the driver receives the figures and the sum. If a worker
+        or its node is lost anywhere in the round, the whole round is done
+        again once Ray has restarted the workers: its arguments are the same,
+        so is its result.
+        """
+        args_per_worker = _share(list(args_per_worker))
+        for attempt in range(self.max_retries + 1):
+            try:
+                calls = [actor.run.options(num_returns=2).remote(method, *args)
+                         for actor, args in zip(self.actors, args_per_worker)]
+                figures = ray.get([f for f, _ in calls])
+                root = tree([c for _, c in calls], lambda i, a, b: self.actors[i].run.remote("combine", a, b))
+                total = ray.get(root)
+                self.driver_bytes = nbytes(figures) + nbytes(total)
+                return figures, total
+            except (*WORKER_LOST, ray.exceptions.RayTaskError) as exc:
+                if isinstance(exc, ray.exceptions.RayTaskError) and not isinstance(exc.cause, WorkerNeedsData):
+                    raise
+                if attempt == self.max_retries:
+                    raise ClusterError(f"a round of {method} was interrupted {attempt + 1} times by lost "
+                                       f"workers") from exc
+                for i in range(len(self.actors)):
+                    self._revive(i, exc)
+                self.retries += 1
+        raise AssertionError("unreachable")
+
+    def placement(self):
+        """One dict per worker: ``{"name", "node_id", "gpu_ids", "pid"}`` (and what CUDA sees)."""
+        return [dict(ray.get(actor.where.remote()), name=name) for actor, name in zip(self.actors, self.names)]
+
     def _attach(self, i):
         shard, test = self._data_refs[i]
         return ray.get(self.actors[i].attach.remote(shard, test))
 
-    def _wait_restarted(self, i, cause):
-        """Block until actor i answers again (Ray restarts it), or raise ClusterError."""
-        deadline = time.monotonic() + READY_TIMEOUT
+    def _revive(self, i, cause):
+        """Block until actor i answers (Ray restarts it if it died) and holds its data, or raise ClusterError."""
+        deadline = time.monotonic() + self.restart_timeout
         while True:
             try:
-                ray.get(self.actors[i].ping.remote(), timeout=max(deadline - time.monotonic(), 1))
-                self._attach(i)
+                info = ray.get(self.actors[i].ping.remote(), timeout=max(deadline - time.monotonic(), 1))
+                if not info["attached"]:
+                    self._attach(i)
                 return
             except ray.exceptions.ActorDiedError as exc:
                 raise ClusterError(f"worker {self.names[i]} died and Ray could not restart it "
                                    f"({cause.__class__.__name__}): {exc}") from exc
-            except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError) as exc:
+            except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError,
+                    ray.exceptions.RayActorError) as exc:
                 if time.monotonic() > deadline:
                     raise ClusterError(f"worker {self.names[i]} did not come back within "
-                                       f"{READY_TIMEOUT:.0f} s") from exc
+                                       f"{self.restart_timeout:g} s: no node could take it (its resources: "
+                                       f"{_resources_of(self, i)})") from exc
                 time.sleep(0.5)
 
     def shutdown(self):
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
+        if self.placement_group is not None:
+            ray.util.remove_placement_group(self.placement_group)
+            self.placement_group = None
+
+
+def _resources_of(pool, i):
+    if pool.placement_group is None:
+        return "unknown"
+    return pool.placement_group.bundle_specs[i]
 
 
 def _share(args_per_worker):
@@ -151,70 +231,3 @@ def _share(args_per_worker):
         if isinstance(value, (dict, list)) and all(args[position] is value for args in args_per_worker):
             shared[position] = ray.put(value)
     return [tuple(shared.get(p, v) for p, v in enumerate(args)) for args in args_per_worker]
-
-
-def shard_data(data, n):
-    """n disjoint zero-copy training shards and the test split of ``data`` (MnistData; default MNIST)."""
-    data = data or load_mnist()
-    if not isinstance(n, int) or n < 1 or n > len(data.train):
-        raise ValueError(f"the number of workers must be an integer in [1, {len(data.train)}], got {n!r}")
-    return data.train.shard(n), data.test
-
-
-def local_workers(n, seed, data=None, experiment="experiment"):
-    """A :class:`LocalPool` of n workers over n shards of ``data`` (the in-process reference)."""
-    shards, test = shard_data(data, n)
-    return LocalPool(WorkerCore(shard, test, seed, i, "CPU", experiment) for i, shard in enumerate(shards))
-
-
-def ray_workers(n, seed, data=None, experiment="experiment", role="trainer", cpus_per_worker=1,
-                gpus_per_worker=None, max_restarts=3):
-    """A :class:`RayPool` of n actors, each holding one shard of ``data`` from the object store.
-
-    Each actor gets ``cpus_per_worker`` CPUs (and as many threads for BLAS and
-    Numba) and, unless in local mode or the cluster has no GPUs, one GPU
-    (``gpus_per_worker`` overrides), on which it runs CuPy. Actor names,
-    ``<experiment>/<role>/shard-<i>``, tell in the dashboard what each serves.
-    Raises :class:`ClusterError` at once when the cluster cannot place them.
-    """
-    if not ray.is_initialized():
-        raise ClusterError("Ray is not running: call sparana.cluster.init() first")
-    shards, test = shard_data(data, n)
-    resources = ray.cluster_resources()
-    if gpus_per_worker is None:
-        gpus_per_worker = 0 if is_local_mode() or resources.get("GPU", 0) < 1 else 1
-    needs = {"CPU": n * cpus_per_worker, "GPU": n * gpus_per_worker}
-    for kind, amount in needs.items():
-        if amount > resources.get(kind, 0):
-            raise ClusterError(f"{n} workers need {amount:g} {kind}s ({cpus_per_worker if kind == 'CPU' else gpus_per_worker:g} "
-                               f"each) but the cluster has {resources.get(kind, 0):g}")
-    comp_type = "GPU" if gpus_per_worker else "CPU"
-    threads = str(max(int(cpus_per_worker), 1))
-    env = {name: threads for name in THREAD_VARIABLES}
-    env["OMP_WAIT_POLICY"] = "PASSIVE"
-    # The driver puts the shards into its own node's object store and owns them: they outlive any worker.
-    test_ref = ray.put(test.table)
-    run = uuid.uuid4().hex[:6]
-    remote = ray.remote(_RayWorker)
-    actors, names, refs = [], [], []
-    for i, shard in enumerate(shards):
-        name = f"{experiment}/{role}/shard-{i}-{run}"
-        refs.append((ray.put(shard.table), test_ref))
-        actor = remote.options(name=name, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
-                               max_restarts=max_restarts, max_task_retries=0,
-                               runtime_env={"env_vars": env}).remote(seed, i, comp_type, experiment, role)
-        actors.append(actor)
-        names.append(name)
-    _wait_ready([actor.attach.remote(*data) for actor, data in zip(actors, refs)], names)
-    return RayPool(actors, names, comp_type, refs)
-
-
-def _wait_ready(calls, names, timeout=READY_TIMEOUT):
-    start = time.monotonic()
-    pending = dict(zip(calls, names))
-    ready, waiting = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
-    if waiting:
-        missing = ", ".join(pending[ref] for ref in waiting)
-        raise ClusterError(f"workers not ready after {time.monotonic() - start:.0f} s: {missing}")
-    ray.get(ready)
-

@@ -26,6 +26,7 @@ from .._optimizers import AdamOptimizer, SGDOptimizer
 from .._statistics import compute as compute_statistics
 from ..data import ArrowSplit, Loader, to_float
 from ._metrics import record_worker
+from ._reduce import combine, contribution
 
 OPTIMIZERS = {"adam": AdamOptimizer, "sgd": SGDOptimizer}
 
@@ -92,16 +93,34 @@ class WorkerCore:
         self.prefix = None
 
     # ----------------------------------------------------------------- training
-    def train_round(self, payload, round_index, steps, settings, prefix=None, plan=None, statistics=None):
+    def train_round(self, payload, round_index, steps, settings, prefix=None, plan=None):
         """Train the payload's model for ``steps`` minibatches of this shard; return the new payload and figures.
 
         ``prefix`` (a payload): a model whose outputs are the trained model's
         inputs (the main model's first layers, for a vulcanized submodel).
         ``plan``: the submodel's vulcanizer plan; its consolidation weights are
         reverted after every step, so that only real units learn.
-        ``statistics``: (criterion, samples) to also return the trained
-        model's weight statistics on ``samples`` rows of the shard.
         """
+        figures = self._train(payload, round_index, steps, settings, prefix, plan)
+        return dict(figures, payload=model_payload(self.model))
+
+    def train_contribution(self, payload, round_index, steps, settings, statistics=None):
+        """Train as :meth:`train_round`; return (figures, this worker's contribution to the mix).
+
+        ``statistics``: (criterion, samples) for importance mixing: the trained
+        model's statistics on ``samples`` rows of the shard weight its changes.
+        See :mod:`._reduce`.
+        """
+        figures = self._train(payload, round_index, steps, settings)
+        stats = None if statistics is None else self._statistics(self.model, *statistics, round_index=round_index)
+        return figures, contribution(self.model, payload, stats)
+
+    @staticmethod
+    def combine(a, b):
+        """The sum of two contributions (a step of the reduction tree)."""
+        return combine(a, b)
+
+    def _train(self, payload, round_index, steps, settings, prefix=None, plan=None):
         settings = settings if isinstance(settings, TrainSettings) else TrainSettings(**settings)
         start = time.perf_counter()
         rng = np.random.default_rng(round_seed(self.seed, self.index, round_index))
@@ -125,9 +144,7 @@ class WorkerCore:
                    "samples": steps * settings.batch_size, "seconds": seconds, "worker": self.index}
         record_worker(self.experiment, self.role, self.index, figures["loss"], accuracy,
                       figures["samples"] / seconds, self.memory()["gpu_used"] if self.model.backend.is_gpu else None)
-        if statistics is not None:
-            figures["statistics"] = self._statistics(self.model, *statistics, round_index=round_index)
-        return dict(figures, payload=model_payload(self.model))
+        return figures
 
     def _loader(self, rng):
         shard = self.shard  # (the loader's test set is not used here)
