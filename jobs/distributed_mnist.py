@@ -95,8 +95,10 @@ def start_workers(n, role, info, args):
     cpus = args.cpus_per_worker or min(1.0, info.num_cpus / n)
     start = time.perf_counter()
     workers = cluster.ray_workers(n, seed=args.seed, experiment="distributed_mnist", role=role, cpus_per_worker=cpus)
-    print(f"{n} workers ready in {time.perf_counter() - start:.1f} s on {workers.comp_type}: "
-          f"{', '.join(workers.names)}", flush=True)
+    print(f"{n} workers ready in {time.perf_counter() - start:.1f} s on {workers.comp_type}:", flush=True)
+    for place in workers.placement():
+        print(f"  {place['name']}: node {place['node_id'][:12]}, GPUs {place['gpu_ids'] or '-'}, pid {place['pid']}",
+              flush=True)
     return workers
 
 
@@ -116,7 +118,8 @@ def report(stages, memory, args):
         series[stage.name] = (list(range(done + 1, done + len(stage.rounds) + 1)), [r["accuracy"] for r in stage.rounds])
     print()
     for stage in stages:
-        print(f"{stage.name}: test accuracy {stage.accuracy:.4f} after {len(stage.rounds)} rounds")
+        resumed = f" (resumed after round {stage.resumed_from - 1})" if stage.resumed_from else ""
+        print(f"{stage.name}: test accuracy {stage.accuracy:.4f} after {len(stage.rounds)} rounds{resumed}")
     for model in {id(stage.model): stage.model for stage in stages}.values():
         print(f"{model}: {model.parameter_count():,} parameters stored")
     print(f"final test accuracy {stages[-1].accuracy:.4f}; worker peak RSS "

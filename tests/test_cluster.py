@@ -354,3 +354,44 @@ remote.shutdown()
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[200, 200]" in done.stdout
     assert "constructor arguments in the object store" not in done.stderr + done.stdout
+
+
+def test_a_driver_stopped_mid_experiment_resumes_to_the_weights_of_an_unstopped_run(head, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(head.dashboard, headers={"Authorization": f"Bearer {head.token()}"})
+    job = ["python", "jobs/distributed_mnist.py", "--workers", "2", "--mix-rounds", "6", "--prune-levels",
+           "--vulcanize-rounds", "0", "--local-steps", "60", "--no-progress", "--seed", "3", "--results"]
+
+    def wait(job_id, until=(JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED), timeout=400):
+        deadline = time.monotonic() + timeout
+        while (status := client.get_job_status(job_id)) not in until:
+            assert time.monotonic() < deadline, f"job {job_id} is still {status}"
+            time.sleep(0.5)
+        return status
+
+    def last_round(folder):
+        path = folder / "checkpoints" / "train_and_mix.safetensors"
+        return sa.read_checkpoint(path, tensors=False).extra["round"] if path.exists() else None
+
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert wait(head.submit(job + [str(whole)], cwd=ROOT)) == JobStatus.SUCCEEDED
+    stopped = head.submit(job + [str(parts)], cwd=ROOT)
+    deadline = time.monotonic() + 300
+    while (last_round(parts) or -1) < 1:  # rounds 0 and 1 are checkpointed
+        assert time.monotonic() < deadline and client.get_job_status(stopped) != JobStatus.FAILED
+        time.sleep(0.1)
+    done = subprocess.run([str(RAY), "job", "stop", "--address", head.dashboard, stopped], env=head.env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert wait(stopped) == JobStatus.STOPPED
+    assert last_round(parts) < 5  # stopped in the middle
+    resumed = head.submit(job + [str(parts), "--resume"], cwd=ROOT)
+    assert wait(resumed) == JobStatus.SUCCEEDED, client.get_job_logs(resumed)[-3000:]
+    assert "resumed after round" in client.get_job_logs(resumed)
+    a = sa.read_checkpoint(whole / "checkpoints" / "train_and_mix.safetensors")
+    b = sa.read_checkpoint(parts / "checkpoints" / "train_and_mix.safetensors")
+    assert a.extra["round"] == b.extra["round"] == 5
+    assert set(a.tensors) == set(b.tensors)
+    for name in a.tensors:
+        assert np.array_equal(a.tensors[name], b.tensors[name]), name

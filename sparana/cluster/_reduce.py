@@ -1,7 +1,7 @@
 """Mixing as a reduction: the workers sum their models among themselves, the driver gets one sum.
 
-A worker turns its trained model into a *contribution*: per layer, in float64,
-the change of its weights and biases over the round (trained minus the
+A worker turns its trained model into a *contribution*: per layer, in the
+model's float type (computed in float64), the change of its weights and biases over the round (trained minus the
 round's starting weights), and for importance mixing also the statistic S and
 S times the change. Contributions add up element-wise, so the workers combine
 them pairwise in a tree, ``ceil(log2 n)`` levels deep, through the object
@@ -50,7 +50,8 @@ def contribution(model, start, statistics=None):
             s_bias = unit_means(layer, s)
             entry.update(weights_s=s, weights_sd=s * entry["weights"], biases_s=s_bias,
                          biases_sd=s_bias * entry["biases"])
-        layers.append(entry)
+        # what travels has the model's precision: a change is small, so float32 keeps it well
+        layers.append({name: array.astype(model.dtype, copy=False) for name, array in entry.items()})
     return {"count": 1, "layers": layers}
 
 
@@ -64,6 +65,7 @@ def apply(model, total):
     """Write the mix that the summed contribution ``total`` gives into ``model`` (holding the start weights)."""
     n = total["count"]
     for layer, entry in zip(model.layers, total["layers"]):
+        entry = {name: np.asarray(array, dtype=np.float64) for name, array in entry.items()}
         for kind in ("weights", "biases"):
             change = entry[kind] / n
             if f"{kind}_s" in entry:
