@@ -224,36 +224,3 @@ def descendants(pid):
         stack.extend(children.get(current, []))
     return found
 
-
-class SimulatedCluster:
-    """Several Ray nodes on this machine (``ray.cluster_utils.Cluster``), on loopback, in ``environment``.
-
-    Nodes may declare GPUs the machine does not have: Ray schedules and isolates them as real ones.
-    """
-
-    def __init__(self, environment, head_cpus=1):
-        from ray.cluster_utils import Cluster
-
-        from sparana.cluster._init import _loopback_only
-
-        self._loopback = _loopback_only
-        self.temp_dir = tempfile.mkdtemp(prefix="ray-", dir=environment.folder)
-        with self._loopback():
-            self.cluster = Cluster(initialize_head=True, head_node_args={
-                "num_cpus": head_cpus, "include_dashboard": False, "temp_dir": self.temp_dir,
-                "dashboard_agent_listen_port": free_port()})
-        self.address = self.cluster.address
-
-    def add_node(self, **resources):
-        with self._loopback():
-            return self.cluster.add_node(**resources)
-
-    def remove_node(self, node):
-        self.cluster.remove_node(node, allow_graceful=False)
-
-    def node_of(self, node_id):
-        """The cluster_utils node object of a Ray node id."""
-        return next(node for node in self.cluster.worker_nodes if node.node_id == node_id)
-
-    def shutdown(self):
-        self.cluster.shutdown()

@@ -14,8 +14,8 @@ import pytest
 ray = pytest.importorskip("ray")
 
 import sparana as sa  # noqa: E402
-from ray_support import SimulatedCluster  # noqa: E402
 from sparana import cluster  # noqa: E402
+from sparana.cluster._simulate import SimulatedCluster  # noqa: E402
 from sparana.data import MnistData  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
@@ -30,7 +30,7 @@ def small():
 @pytest.fixture
 def simulated(ray_environment):
     """A head without GPUs; each test adds its worker nodes."""
-    nodes = SimulatedCluster(ray_environment)
+    nodes = SimulatedCluster(temp_dir=ray_environment.folder)
     try:
         cluster.init(address=nodes.address)
         yield nodes

@@ -1,10 +1,12 @@
 """The driver's experiments: shard training with mixing, and vulcanized training with mind meld.
 
 The driver holds the master model. Every round it sends the master's weights
-(and masks) to the workers once, the workers train in parallel on their own
-shards or submodels, and the driver mixes or melds what comes back, prunes if
-asked, evaluates the master on the test set and records the round's figures
-(and Ray metrics). With ``checkpoint=`` every completed round ends with a
+(and masks) to the workers once and the workers train in parallel on their own
+shards or submodels. For mixing, the workers sum their changes among
+themselves (a tree through the object store, :mod:`._reduce`), so the driver
+receives one sum whatever their number; for vulcanizing, the driver melds the
+submodels (each 1/k of the model). Then the driver prunes if asked, evaluates
+the master on the test set and records the round's figures (and Ray metrics). With ``checkpoint=`` every completed round ends with a
 checkpoint of the master (see :mod:`._checkpoints`); ``resume=`` continues
 after the last completed round of such a checkpoint. Workers start every
 round from its starting weights with fresh optimizers and per-round random
