@@ -395,3 +395,26 @@ def test_a_driver_stopped_mid_experiment_resumes_to_the_weights_of_an_unstopped_
     assert set(a.tensors) == set(b.tensors)
     for name in a.tensors:
         assert np.array_equal(a.tensors[name], b.tensors[name]), name
+
+
+def test_the_embedded_ray_makes_an_owner_only_token_and_stays_on_the_loopback(tmp_path):
+    code = f"""
+import json, os, stat, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import ray
+from ray_support import descendants, listening_sockets
+from sparana import cluster
+cluster.init(num_cpus=1)
+ray.get(ray.remote(lambda: 1).remote())
+print("SOCKETS", json.dumps(listening_sockets(descendants(os.getpid()))))
+print("MODE", oct(stat.S_IMODE(os.stat(os.path.expanduser("~/.ray/auth_token")).st_mode)))
+cluster.shutdown()
+"""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    env.update(HOME=str(tmp_path), RAY_USAGE_STATS_ENABLED="0")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sockets = json.loads(done.stdout.split("SOCKETS", 1)[1].splitlines()[0])
+    assert len(sockets) >= 4 and all(is_loopback(address) for address, _ in sockets), sockets
+    assert "MODE 0o600" in done.stdout
+    assert "Token authentication is disabled" not in done.stderr
