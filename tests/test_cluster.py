@@ -117,7 +117,7 @@ def test_bad_input_fails_fast(head, small):
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "no Ray cluster answers at" in done.stderr
-    assert time.monotonic() - start < 20
+    assert time.monotonic() - start < 60  # seconds (importing Ray included), not Ray's minutes of retries
 
 
 def test_dashboard_api_requires_the_token(head):

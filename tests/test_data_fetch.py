@@ -229,10 +229,11 @@ def closed_port() -> int:
 
 
 def test_mirror_source(tmp_path, http_folder):
+    # A refused connection fails at once (no wall-clock bound here: on a busy machine any bound flakes).
     dead = MirrorSource(f"http://127.0.0.1:{closed_port()}", timeout=2)
-    start = time.monotonic()
+    with pytest.raises(OSError):
+        list(dead.fetch(["a.bin"]))
     fetch_files(tmp_path / "c", EXPECTED, [dead, MirrorSource(http_folder, timeout=2)])
-    assert time.monotonic() - start < 5
     assert (tmp_path / "c" / "b.bin").read_bytes() == b"bravo"
 
 
