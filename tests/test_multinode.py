@@ -153,3 +153,28 @@ def test_with_no_node_to_take_its_workers_the_experiment_fails_naming_its_checkp
         pool.shutdown()
     assert loss.fired and path.read_bytes() == saved
     assert sa.read_checkpoint(path, tensors=False).extra["round"] == 0
+
+
+def test_a_pool_started_inside_a_placement_group_takes_its_bundles(simulated, small):
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    simulated.add_node(num_cpus=2)
+    group = placement_group([{"CPU": 0.25}] * 3)  # as Ray Tune reserves a trial: its driver, then 2 workers
+    ray.get(group.ready(), timeout=60)
+
+    @ray.remote(num_cpus=0.25)
+    def trial(data):
+        pool = cluster.ray_workers(2, seed=0, data=data, cpus_per_worker=0.25)
+        try:
+            return pool.placement_group is None, ray.util.get_current_placement_group().id.hex(), len(pool)
+        finally:
+            pool.shutdown()
+
+    try:
+        strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
+        not_owned, group_id, size = ray.get(trial.options(scheduling_strategy=strategy).remote(small), timeout=240)
+        assert not_owned and group_id == group.id.hex() and size == 2
+        assert ray.util.placement_group_table(group)["state"] == "CREATED"  # the pool did not remove it
+    finally:
+        remove_placement_group(group)

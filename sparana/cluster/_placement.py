@@ -50,7 +50,7 @@ def local_workers(n, seed, data=None, experiment="experiment"):
 
 def ray_workers(n, seed, data=None, experiment="experiment", role="trainer", cpus_per_worker=1,
                 gpus_per_worker=None, comp_type=None, strategy="SPREAD", max_restarts=3,
-                restart_timeout=READY_TIMEOUT, placement_timeout=PLACEMENT_TIMEOUT):
+                restart_timeout=READY_TIMEOUT, placement_timeout=PLACEMENT_TIMEOUT, placement_group="auto"):
     """A :class:`RayPool` of n actors, each holding one shard of ``data`` from the object store.
 
     Each actor gets ``cpus_per_worker`` CPUs (and as many threads for BLAS and
@@ -62,6 +62,13 @@ def ray_workers(n, seed, data=None, experiment="experiment", role="trainer", cpu
     ``<experiment>/<role>/shard-<i>-<run>``, tell in the dashboard what each
     serves. A restarted worker that is not back within ``restart_timeout``
     seconds fails the experiment with :class:`ClusterError`.
+
+    ``placement_group``: ``"auto"`` (default) places the workers in the
+    placement group of the task or actor calling this, when it runs in one
+    (a Ray Tune trial reserved with a ``PlacementGroupFactory`` of one bundle
+    for its driver and one per worker: the workers take bundles 1..n), and
+    else reserves a new group; None always reserves a new group; or a
+    placement group whose last n bundles the workers take.
     """
     if not ray.is_initialized():
         raise ClusterError("Ray is not running: call sparana.cluster.init() first")
@@ -74,7 +81,7 @@ def ray_workers(n, seed, data=None, experiment="experiment", role="trainer", cpu
     bundle = {"CPU": float(cpus_per_worker)}
     if gpus_per_worker:
         bundle["GPU"] = float(gpus_per_worker)
-    group = _reserve(n, bundle, strategy, placement_timeout)
+    group, first, owned = _group(placement_group, n, bundle, strategy, placement_timeout)
     threads = str(max(int(cpus_per_worker), 1))
     env = {name: threads for name in THREAD_VARIABLES}
     env["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -89,11 +96,11 @@ def ray_workers(n, seed, data=None, experiment="experiment", role="trainer", cpu
         actor = remote.options(
             name=name, num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=max_restarts,
             max_task_retries=0, runtime_env={"env_vars": env},
-            scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i),
+            scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=first + i),
         ).remote(seed, i, comp_type, experiment, role)
         actors.append(actor)
         names.append(name)
-    pool = RayPool(actors, names, comp_type, refs, group, restart_timeout)
+    pool = RayPool(actors, names, comp_type, refs, group if owned else None, restart_timeout)
     try:
         _wait_ready([actor.attach.remote(*data) for actor, data in zip(actors, refs)], names)
     except BaseException:
@@ -110,6 +117,20 @@ def _comp_type(comp_type, gpus_per_worker):
     if comp_type.upper() == "GPU" and not gpus_per_worker:
         raise ValueError("comp_type='GPU' needs gpus_per_worker > 0")
     return comp_type.upper()
+
+
+def _group(placement_group, n, bundle, strategy, timeout):
+    """(group, index of the workers' first bundle, whether the pool owns the group)."""
+    if isinstance(placement_group, str) and placement_group == "auto":
+        placement_group = ray.util.get_current_placement_group()
+        if placement_group is not None and len(placement_group.bundle_specs) < n + 1:
+            placement_group = None  # the caller's group has no room for the workers: reserve our own
+    if placement_group is None:
+        return _reserve(n, bundle, strategy, timeout), 0, True
+    bundles = placement_group.bundle_specs
+    if len(bundles) < n:
+        raise ClusterError(f"{n} workers need {n} bundles of the placement group given, which has {len(bundles)}")
+    return placement_group, len(bundles) - n, False
 
 
 def _reserve(n, bundle, strategy, timeout):
