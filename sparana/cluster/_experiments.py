@@ -124,7 +124,7 @@ def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None
 
     try:
         return _run(name, model, rounds, local_steps, config, one_round, _test_split(test, data), progress, seed,
-                    checkpoint, resume)
+                    checkpoint, resume, _experiment_tag(workers, name))
     finally:
         _release(workers, owned)
 
@@ -172,14 +172,18 @@ def vulcanize(model, workers, sizes, rounds, local_steps, settings=None, test=No
 
     try:
         return _run(name, model, rounds, local_steps, config, one_round, _test_split(test, data), progress, seed,
-                    checkpoint, resume)
+                    checkpoint, resume, _experiment_tag(workers, name))
     finally:
         _release(workers, owned)
 
 
 # --------------------------------------------------------------------- the loop
-def _run(name, model, rounds, local_steps, config, one_round, test, progress, seed, checkpoint, resume):
-    """Run rounds [first, rounds) of an experiment: resume, train, evaluate, checkpoint, record."""
+def _run(name, model, rounds, local_steps, config, one_round, test, progress, seed, checkpoint, resume,
+         experiment=None):
+    """Run rounds [first, rounds) of an experiment: resume, train, evaluate, checkpoint, record.
+
+    ``experiment``: the tag of the driver's Ray metrics (default ``name``).
+    """
     for label, value in (("rounds", rounds), ("local_steps", local_steps)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{label} must be a positive integer, got {value!r}")
@@ -203,7 +207,7 @@ def _run(name, model, rounds, local_steps, config, one_round, test, progress, se
         result.rounds.append(_figures(round_index, outputs, start, mixing, accuracy, extra))
         if saver is not None:
             saver.save(model, round_index, result.rounds)
-        record_driver(name, round_index, accuracy)
+        record_driver(experiment or name, round_index, accuracy, result.rounds[-1].get("sparsity"), stage=name)
     return result
 
 
@@ -218,6 +222,11 @@ def _pool(workers, seed, data):
         return ray_workers(int(workers), seed=seed, data=data), True
     raise TypeError("workers must be a worker pool (cluster.ray_workers(...) or cluster.local_workers(...)) "
                     f"or a positive integer (that many Ray workers), got {workers!r}")
+
+
+def _experiment_tag(workers, name):
+    """The experiment the workers' metrics carry (a :class:`RayPool`'s), else the driver's ``name``."""
+    return getattr(workers, "experiment", None) or name
 
 
 def _release(workers, owned):

@@ -75,8 +75,9 @@ class RayPool:
 
     max_retries = 3
 
-    def __init__(self, actors, names, comp_type, data_refs=()):
+    def __init__(self, actors, names, comp_type, data_refs=(), experiment=None):
         self.actors = list(actors)
+        self.experiment = experiment  # the tag of the workers' metrics (the driver's metrics carry it too)
         self.names = list(names)
         self.comp_type = comp_type
         self.retries = 0  # calls redone after a worker was lost
@@ -206,7 +207,7 @@ def ray_workers(n, seed, data=None, experiment="experiment", role="trainer", cpu
         actors.append(actor)
         names.append(name)
     _wait_ready([actor.attach.remote(*data) for actor, data in zip(actors, refs)], names)
-    return RayPool(actors, names, comp_type, refs)
+    return RayPool(actors, names, comp_type, refs, experiment)
 
 
 def _wait_ready(calls, names, timeout=READY_TIMEOUT):
