@@ -4,7 +4,8 @@ The driver holds the master model. Every round it sends the master's weights
 (and masks) to the workers once, the workers train in parallel on their own
 shards or submodels, and the driver mixes or melds what comes back, prunes if
 asked, evaluates the master on the test set and records the round's figures
-(and Ray metrics). With ``checkpoint=`` every completed round ends with a
+(as Ray metrics, and with ``log_dir=`` as TensorBoard scalars, see
+:mod:`._board`). With ``checkpoint=`` every completed round ends with a
 checkpoint of the master (see :mod:`._checkpoints`); ``resume=`` continues
 after the last completed round of such a checkpoint. Workers start every
 round from its starting weights with fresh optimizers and per-round random
@@ -28,6 +29,7 @@ from .._mixer import ModelMixer
 from .._statistics import compute as compute_statistics
 from .._vulcanizer import Vulcanizer
 from ..data import load_mnist, to_float
+from ._board import RoundBoard
 from ._checkpoints import RoundCheckpoints
 from ._init import ClusterError, init
 from ._pool import ray_workers
@@ -87,7 +89,7 @@ class ExperimentResult:
 
 def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None, settings=None, test=None,
                   progress=True, name="train_and_mix", seed=None, statistics_samples=1000, checkpoint=None,
-                  resume=None, data=None):
+                  resume=None, data=None, log_dir=None):
     """Federated-style training: every round each worker trains the master's weights on its shard for
     ``local_steps`` minibatches, and the driver mixes the results into the master.
 
@@ -99,7 +101,9 @@ def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None
     ``prune``: a :class:`Pruning`. ``settings``: a :class:`TrainSettings` (or
     dict). ``test``: an ArrowSplit (default the test split of ``data``, or of
     MNIST). ``checkpoint``: a file to write after every round; ``resume``:
-    such a file to continue from. Returns an :class:`ExperimentResult`.
+    such a file to continue from. ``log_dir``: a folder for TensorBoard
+    scalars of every round (under ``<log_dir>/<name>/``). Returns an
+    :class:`ExperimentResult`.
     """
     if mix not in MIXES:
         raise ValueError(f"mix must be one of {MIXES}, got {mix!r}")
@@ -124,14 +128,14 @@ def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None
 
     try:
         return _run(name, model, rounds, local_steps, config, one_round, _test_split(test, data), progress, seed,
-                    checkpoint, resume, _experiment_tag(workers, name))
+                    checkpoint, resume, log_dir, _experiment_tag(workers, name))
     finally:
         _release(workers, owned)
 
 
 def vulcanize(model, workers, sizes, rounds, local_steps, settings=None, test=None, progress=True,
               name="vulcanize", seed=None, selection_type="random", consolidation="original", depth=None,
-              checkpoint=None, resume=None, std=None, data=None):
+              checkpoint=None, resume=None, std=None, data=None, log_dir=None):
     """Independent subnetwork training: every round the driver splits the master's last layers
     into one disjoint submodel per worker, each worker trains its submodel (on its own GPU when it
     has one) on its shard, and the driver melds them back.
@@ -141,8 +145,8 @@ def vulcanize(model, workers, sizes, rounds, local_steps, settings=None, test=No
     the last ``depth`` layers (default all). See :meth:`Vulcanizer.split_models`;
     ``selection_type`` and ``std`` (the spread of 'normal') choose the units.
     The master's layers before the split travel to each worker once per round
-    to compute its submodel's inputs. ``checkpoint``/``resume`` as for
-    :func:`train_and_mix`.
+    to compute its submodel's inputs. ``checkpoint``/``resume``/``log_dir`` as
+    for :func:`train_and_mix`.
     """
     settings = _settings(settings)
     config = {"kind": "vulcanize", "sizes": None if sizes is None else list(sizes), "depth": depth,
@@ -172,14 +176,14 @@ def vulcanize(model, workers, sizes, rounds, local_steps, settings=None, test=No
 
     try:
         return _run(name, model, rounds, local_steps, config, one_round, _test_split(test, data), progress, seed,
-                    checkpoint, resume, _experiment_tag(workers, name))
+                    checkpoint, resume, log_dir, _experiment_tag(workers, name))
     finally:
         _release(workers, owned)
 
 
 # --------------------------------------------------------------------- the loop
 def _run(name, model, rounds, local_steps, config, one_round, test, progress, seed, checkpoint, resume,
-         experiment=None):
+         log_dir=None, experiment=None):
     """Run rounds [first, rounds) of an experiment: resume, train, evaluate, checkpoint, record.
 
     ``experiment``: the tag of the driver's Ray metrics (default ``name``).
@@ -194,6 +198,7 @@ def _run(name, model, rounds, local_steps, config, one_round, test, progress, se
         result.resumed_from = first
     saver = RoundCheckpoints(checkpoint, name, config, seed) if checkpoint is not None else None
     test_x, test_y = _test_arrays(test)
+    board = RoundBoard(log_dir, name) if log_dir is not None else None
     for round_index in tqdm(range(first, rounds), desc=name, disable=not progress, unit="round",
                             initial=first, total=rounds):
         start = time.perf_counter()
@@ -207,6 +212,8 @@ def _run(name, model, rounds, local_steps, config, one_round, test, progress, se
         result.rounds.append(_figures(round_index, outputs, start, mixing, accuracy, extra))
         if saver is not None:
             saver.save(model, round_index, result.rounds)
+        if board is not None:
+            board.add_round(result.rounds[-1], outputs)
         record_driver(experiment or name, round_index, accuracy, result.rounds[-1].get("sparsity"), stage=name)
     return result
 
