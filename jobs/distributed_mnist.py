@@ -7,7 +7,7 @@ submodels split off, trained apart on their workers and melded back).
 
 Each worker holds one shard (through Arrow, zero-copy) and its model or submodel, on its own GPU
 when the cluster has GPUs (CPU in --local-mode). Writes results/distributed_mnist/{results.json,
-rounds.png}.
+rounds.png}, and TensorBoard scalars of every round as it ends (`tensorboard --logdir results/`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def parse(argv=None):
     parser.add_argument("--cpus-per-worker", type=float, default=None,
                         help="default: the cluster's CPUs shared evenly (at most 1 each)")
     parser.add_argument("--results", default="results/distributed_mnist",
-                        help="JSON, PNG and the per-round checkpoints (checkpoints/) go here")
+                        help="JSON, PNG, the per-round checkpoints (checkpoints/) and TensorBoard scalars "
+                             "(tensorboard/) go here")
     parser.add_argument("--resume", action="store_true",
                         help="continue each stage after the last round of its checkpoint in the results folder")
     parser.add_argument("--no-progress", action="store_true")
@@ -65,7 +66,8 @@ def main(argv=None):
         """Each stage checkpoints every round; --resume continues a stage from its checkpoint."""
         path = checkpoints / f"{name.replace(' ', '_')}.safetensors"
         return dict(settings=settings, progress=not args.no_progress, seed=args.seed, name=name, checkpoint=path,
-                    resume=path if args.resume and path.exists() else None)
+                    resume=path if args.resume and path.exists() else None,
+                    log_dir=Path(args.results) / "tensorboard")
 
     stages, memory = [], []
     workers = start_workers(args.workers, "trainer", info, args)

@@ -13,6 +13,7 @@ Ray 2.54 removed ``ray.init(local_mode=True)``; ``cluster.init(local_mode=True)`
 """
 
 from ._experiments import ExperimentResult, Pruning, train_and_mix, vulcanize
+from ._grafana import add_grafana_dashboard
 from ._init import ClusterError, ClusterInfo, init, is_local_mode, shutdown
 from ._placement import local_workers, ray_workers
 from ._pool import LocalPool, RayPool
@@ -20,6 +21,6 @@ from ._worker import TrainSettings, WorkerCore, load_payload, model_payload
 
 __all__ = [
     "ClusterError", "ClusterInfo", "ExperimentResult", "LocalPool", "Pruning", "RayPool", "TrainSettings",
-    "WorkerCore", "init", "is_local_mode", "load_payload", "local_workers", "model_payload", "ray_workers",
-    "shutdown", "train_and_mix", "vulcanize",
+    "WorkerCore", "add_grafana_dashboard", "init", "is_local_mode", "load_payload", "local_workers",
+    "model_payload", "ray_workers", "shutdown", "train_and_mix", "vulcanize",
 ]

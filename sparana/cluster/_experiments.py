@@ -6,7 +6,9 @@ shards or submodels. For mixing, the workers sum their changes among
 themselves (a tree through the object store, :mod:`._reduce`), so the driver
 receives one sum whatever their number; for vulcanizing, the driver melds the
 submodels (each 1/k of the model). Then the driver prunes if asked, evaluates
-the master on the test set and records the round's figures (and Ray metrics). With ``checkpoint=`` every completed round ends with a
+the master on the test set and records the round's figures (as Ray metrics,
+and with ``log_dir=`` as TensorBoard scalars, see :mod:`._board`). With
+``checkpoint=`` every completed round ends with a
 checkpoint of the master (see :mod:`._checkpoints`); ``resume=`` continues
 after the last completed round of such a checkpoint. Workers start every
 round from its starting weights with fresh optimizers and per-round random
@@ -29,6 +31,7 @@ from .._lobotomizer import Lobotomizer
 from .._statistics import compute as compute_statistics
 from .._vulcanizer import Vulcanizer
 from ..data import load_mnist, to_float
+from ._board import RoundBoard
 from ._checkpoints import RoundCheckpoints
 from ._init import ClusterError, init
 from ._placement import ray_workers
@@ -89,7 +92,7 @@ class ExperimentResult:
 
 def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None, settings=None, test=None,
                   progress=True, name="train_and_mix", seed=None, statistics_samples=1000, checkpoint=None,
-                  resume=None, data=None):
+                  resume=None, data=None, log_dir=None):
     """Federated-style training: every round each worker trains the master's weights on its shard for
     ``local_steps`` minibatches, and the driver mixes the results into the master.
 
@@ -101,7 +104,9 @@ def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None
     ``prune``: a :class:`Pruning`. ``settings``: a :class:`TrainSettings` (or
     dict). ``test``: an ArrowSplit (default the test split of ``data``, or of
     MNIST). ``checkpoint``: a file to write after every round; ``resume``:
-    such a file to continue from. Returns an :class:`ExperimentResult`.
+    such a file to continue from. ``log_dir``: a folder for TensorBoard
+    scalars of every round (under ``<log_dir>/<name>/``). Returns an
+    :class:`ExperimentResult`.
     """
     if mix not in MIXES:
         raise ValueError(f"mix must be one of {MIXES}, got {mix!r}")
@@ -125,14 +130,14 @@ def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None
 
     try:
         return _run(name, model, rounds, local_steps, config, one_round, _test_split(test, data), progress, seed,
-                    checkpoint, resume)
+                    checkpoint, resume, log_dir, _experiment_tag(workers, name))
     finally:
         _release(workers, owned)
 
 
 def vulcanize(model, workers, sizes, rounds, local_steps, settings=None, test=None, progress=True,
               name="vulcanize", seed=None, selection_type="random", consolidation="original", depth=None,
-              checkpoint=None, resume=None, std=None, data=None):
+              checkpoint=None, resume=None, std=None, data=None, log_dir=None):
     """Independent subnetwork training: every round the driver splits the master's last layers
     into one disjoint submodel per worker, each worker trains its submodel (on its own GPU when it
     has one) on its shard, and the driver melds them back.
@@ -142,8 +147,8 @@ def vulcanize(model, workers, sizes, rounds, local_steps, settings=None, test=No
     the last ``depth`` layers (default all). See :meth:`Vulcanizer.split_models`;
     ``selection_type`` and ``std`` (the spread of 'normal') choose the units.
     The master's layers before the split travel to each worker once per round
-    to compute its submodel's inputs. ``checkpoint``/``resume`` as for
-    :func:`train_and_mix`.
+    to compute its submodel's inputs. ``checkpoint``/``resume``/``log_dir`` as
+    for :func:`train_and_mix`.
     """
     settings = _settings(settings)
     config = {"kind": "vulcanize", "sizes": None if sizes is None else list(sizes), "depth": depth,
@@ -173,14 +178,18 @@ def vulcanize(model, workers, sizes, rounds, local_steps, settings=None, test=No
 
     try:
         return _run(name, model, rounds, local_steps, config, one_round, _test_split(test, data), progress, seed,
-                    checkpoint, resume)
+                    checkpoint, resume, log_dir, _experiment_tag(workers, name))
     finally:
         _release(workers, owned)
 
 
 # --------------------------------------------------------------------- the loop
-def _run(name, model, rounds, local_steps, config, one_round, test, progress, seed, checkpoint, resume):
-    """Run rounds [first, rounds) of an experiment: resume, train, evaluate, checkpoint, record."""
+def _run(name, model, rounds, local_steps, config, one_round, test, progress, seed, checkpoint, resume,
+         log_dir=None, experiment=None):
+    """Run rounds [first, rounds) of an experiment: resume, train, evaluate, checkpoint, record.
+
+    ``experiment``: the tag of the driver's Ray metrics (default ``name``).
+    """
     for label, value in (("rounds", rounds), ("local_steps", local_steps)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{label} must be a positive integer, got {value!r}")
@@ -191,6 +200,7 @@ def _run(name, model, rounds, local_steps, config, one_round, test, progress, se
         result.resumed_from = first
     saver = RoundCheckpoints(checkpoint, name, config, seed) if checkpoint is not None else None
     test_x, test_y = _test_arrays(test)
+    board = RoundBoard(log_dir, name) if log_dir is not None else None
     for round_index in tqdm(range(first, rounds), desc=name, disable=not progress, unit="round",
                             initial=first, total=rounds):
         start = time.perf_counter()
@@ -204,7 +214,9 @@ def _run(name, model, rounds, local_steps, config, one_round, test, progress, se
         result.rounds.append(_figures(round_index, outputs, start, mixing, accuracy, extra))
         if saver is not None:
             saver.save(model, round_index, result.rounds)
-        record_driver(name, round_index, accuracy)
+        if board is not None:
+            board.add_round(result.rounds[-1], outputs)
+        record_driver(experiment or name, round_index, accuracy, result.rounds[-1].get("sparsity"), stage=name)
     return result
 
 
@@ -219,6 +231,11 @@ def _pool(workers, seed, data):
         return ray_workers(int(workers), seed=seed, data=data), True
     raise TypeError("workers must be a worker pool (cluster.ray_workers(...) or cluster.local_workers(...)) "
                     f"or a positive integer (that many Ray workers), got {workers!r}")
+
+
+def _experiment_tag(workers, name):
+    """The experiment the workers' metrics carry (a :class:`RayPool`'s), else the driver's ``name``."""
+    return getattr(workers, "experiment", None) or name
 
 
 def _release(workers, owned):

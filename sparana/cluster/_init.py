@@ -27,6 +27,8 @@ from pathlib import Path
 
 import ray
 
+from ._grafana import add_grafana_dashboard_in_background
+
 LOCALHOST = "127.0.0.1"
 CONNECT_TIMEOUT = 3.0
 # Ray's switch for a machine that is not part of a multi-machine cluster: every node address,
@@ -97,6 +99,7 @@ def init(address=None, local_mode=False, num_cpus=None, num_gpus=None, dashboard
             context = ray.init(**options)
         _STATE["started_here"] = True
         _STATE["dashboard_url"] = context.dashboard_url
+    add_grafana_dashboard_in_background()  # Sparana's charts for a Grafana on Ray's configuration (if the head is here)
     return _info()
 
 

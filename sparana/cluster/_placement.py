@@ -100,7 +100,7 @@ def ray_workers(n, seed, data=None, experiment="experiment", role="trainer", cpu
         ).remote(seed, i, comp_type, experiment, role)
         actors.append(actor)
         names.append(name)
-    pool = RayPool(actors, names, comp_type, refs, group if owned else None, restart_timeout)
+    pool = RayPool(actors, names, comp_type, refs, group if owned else None, restart_timeout, experiment)
     try:
         _wait_ready([actor.attach.remote(*data) for actor, data in zip(actors, refs)], names)
     except BaseException:

@@ -106,8 +106,9 @@ class RayPool:
     max_retries = 3
 
     def __init__(self, actors, names, comp_type, data_refs=(), placement_group=None,
-                 restart_timeout=READY_TIMEOUT):
+                 restart_timeout=READY_TIMEOUT, experiment=None):
         self.actors = list(actors)
+        self.experiment = experiment  # the tag of the workers' metrics (the driver's metrics carry it too)
         self.names = list(names)
         self.comp_type = comp_type
         self.placement_group = placement_group
