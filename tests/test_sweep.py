@@ -91,7 +91,7 @@ data: {path: mnist, train_rows: 2000, test_rows: 500}
 model: {layers: [[relu, 256], [linear, 10]]}
 experiment: train_and_mix
 workers: 2
-rounds: 6
+rounds: 8
 local_steps: 40
 sweep:
   grid: {mix: [average, importance]}
@@ -114,7 +114,7 @@ def test_a_stopped_sweep_resumes_without_rerunning_its_finished_trials(head, tmp
         while True:
             assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
             rounds = [len(trial) for trial in trial_rows(folder).values()] if folder.exists() else []
-            if rounds.count(6) >= 2 and any(0 < n < 5 for n in rounds):
+            if rounds.count(8) >= 2 and any(3 <= n <= 6 for n in rounds):
                 break
             time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
@@ -124,21 +124,22 @@ def test_a_stopped_sweep_resumes_without_rerunning_its_finished_trials(head, tmp
             os.killpg(process.pid, signal.SIGKILL)
         log.close()
     before = trial_rows(folder)
-    finished = {name for name, rows in before.items() if len(rows) == 6}
-    partial = {name: rows for name, rows in before.items() if 0 < len(rows) < 6}
+    finished = {name for name, rows in before.items() if len(rows) == 8}
+    partial = {name: rows for name, rows in before.items() if 2 <= len(rows) < 8}
     assert len(finished) >= 2 and partial, {name: len(rows) for name, rows in before.items()}
     assert "trials did not finish" in (tmp_path / "first.log").read_text()
 
     done = subprocess.run(command + ["--resume"], env=head.env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     after = trial_rows(folder)
-    assert len(after) == 4 and all(sorted({r["round"] for r in rows}) == list(range(6)) for rows in after.values())
+    assert len(after) == 4 and all(sorted({r["round"] for r in rows}) == list(range(8)) for rows in after.values())
     rerun = {name for name in after if len(after[name]) != len(before.get(name, []))}
     print(f"finished before the stop: {len(finished)}; run again after --resume: {len(rerun)}")
     assert not rerun & finished and after.keys() - finished == rerun  # only the unfinished trials ran again
-    for name, rows in partial.items():  # ... and a trial stopped mid-way continued after its last round
-        new = after[name][len(rows):]
-        assert new[0]["round"] == rows[-1]["round"] + 1 and new[0]["iterations_since_restore"] == 1
+    for name, rows in partial.items():  # ... and a trial stopped mid-way continued from its last round
+        new = after[name][len(rows):]  # (the last round Tune recorded a checkpoint of: the round whose
+        last = rows[-1]["round"]      # report was in flight at the stop, if any, is done again)
+        assert new[0]["iterations_since_restore"] == 1 and last <= new[0]["round"] <= last + 1, (rows, new)
     assert "resumable: final test accuracy over seeds" in done.stdout
 
 
