@@ -22,6 +22,8 @@ import ray
 import sparana as sa
 from sparana import cluster
 
+LAYERS = [["relu", 1000], ["relu", 800], ["relu", 400], ["linear", 10]]  # the documentation's model
+
 
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,39 +60,48 @@ def main(argv=None):
     info = cluster.init(address=args.address, local_mode=args.local_mode)
     print(f"Ray at {info.address}: {info.num_cpus} CPUs, {info.num_gpus} GPUs; dashboard {info.dashboard_url}",
           flush=True)
-    model = sa.documentation_model(comp_type="CPU", seed=args.seed)
-    settings = cluster.TrainSettings(learning_rate=args.learning_rate, batch_size=args.batch_size)
+    data = sa.load_mnist()
     checkpoints = Path(args.results) / "checkpoints"
 
-    def options(name):
-        """Each stage checkpoints every round; --resume continues a stage from its checkpoint."""
-        path = checkpoints / f"{name.replace(' ', '_')}.safetensors"
-        return dict(settings=settings, progress=not args.no_progress, seed=args.seed, name=name, checkpoint=path,
-                    resume=path if args.resume and path.exists() else None,
-                    log_dir=Path(args.results) / "tensorboard")
+    def stage(title, pool, model=None, **keys):
+        """One stage: the experiment of a config (as a config file would hold it) on these workers.
+        Each stage checkpoints every round; --resume continues it from its checkpoint."""
+        config = cluster.experiment_config(dict(
+            name=title.replace(" ", "_"), model={"layers": LAYERS}, local_steps=args.local_steps, seed=args.seed,
+            train={"learning_rate": args.learning_rate, "batch_size": args.batch_size}, **keys), source=__file__)
+        path = checkpoints / f"{config['name']}.safetensors"
+        titles.append(title)
+        return cluster.run_experiment(config, data, checkpoint=path, resume=args.resume, model=model, workers=pool,
+                                      on_round=None if args.no_progress else progress(title),
+                                      log_dir=Path(args.results) / "tensorboard")
 
-    stages, memory = [], []
+    stages, titles, memory = [], [], []
     workers = start_workers(args.workers, "trainer", info, args)
-    stages.append(cluster.train_and_mix(model, workers, args.mix_rounds, args.local_steps, mix=args.mix,
-                                        **options("train and mix")))
+    model = sa.documentation_model(comp_type="CPU", seed=args.seed)
+    stages.append(stage("train and mix", workers, model, experiment="train_and_mix", rounds=args.mix_rounds,
+                        mix=args.mix))
     if args.prune_levels:
-        pruning = cluster.Pruning(targets=dict(enumerate(args.prune_levels)), convert_at=args.convert_at)
-        rounds = len(args.prune_levels) + args.prune_extra_rounds
-        stages.append(cluster.train_and_mix(model, workers, rounds, args.local_steps, mix=args.mix, prune=pruning,
-                                            **options("prune and mix")))
+        prune = {"targets": dict(enumerate(args.prune_levels)), "convert_at": args.convert_at}
+        stages.append(stage("prune and mix", workers, model, experiment="train_and_mix", mix=args.mix, prune=prune,
+                            rounds=len(args.prune_levels) + args.prune_extra_rounds))
     memory += workers.call("memory", [()] * len(workers))
     workers.shutdown()
     if args.vulcanize_rounds:
         # Vulcanizing trains a model from its start (splitting a trained model into 1/k-sized
         # submodels costs it accuracy that a few rounds do not win back).
         workers = start_workers(args.vulcanize_workers, "submodel", info, args)
-        fresh = sa.documentation_model(comp_type="CPU", seed=args.seed)
-        stages.append(cluster.vulcanize(fresh, workers, None, args.vulcanize_rounds, args.local_steps,
-                                        **options("vulcanize")))
+        stages.append(stage("vulcanize", workers, experiment="vulcanize", rounds=args.vulcanize_rounds,
+                            workers=args.vulcanize_workers))
         memory += workers.call("memory", [()] * len(workers))
         workers.shutdown()
-    report(stages, memory, args)
+    report(stages, titles, memory, args)
     return stages
+
+
+def progress(title):
+    def show(figures, result):
+        print(f"{title}: round {figures['round']}, test accuracy {figures['accuracy']:.4f}", flush=True)
+    return show
 
 
 def start_workers(n, role, info, args):
@@ -104,31 +115,31 @@ def start_workers(n, role, info, args):
     return workers
 
 
-def report(stages, memory, args):
+def report(stages, titles, memory, args):
     print()
     print(f"{'stage':<15} {'round':>5} {'accuracy':>9} {'loss':>8} {'sparsity':>9} {'round s':>8} {'train s':>8} "
           f"{'outside %':>9}")
     panels = {}  # one panel per model: its stages' rounds one after the other
-    for stage in stages:
+    for stage, title in zip(stages, titles):
         for r in stage.rounds:
             outside = 100 * r["overhead_seconds"] / r["round_seconds"]
             sparsity = f"{r['sparsity']:.0%}" if "sparsity" in r else ""
-            print(f"{stage.name:<15} {r['round']:>5} {r['accuracy']:>9.4f} {r['loss']:>8.4f} {sparsity:>9} "
+            print(f"{title:<15} {r['round']:>5} {r['accuracy']:>9.4f} {r['loss']:>8.4f} {sparsity:>9} "
                   f"{r['round_seconds']:>8.2f} {r['train_seconds']:>8.2f} {outside:>8.1f}%")
         series = panels.setdefault(id(stage.model), {})
         done = sum(len(xs) for xs, _ in series.values())
-        series[stage.name] = (list(range(done + 1, done + len(stage.rounds) + 1)), [r["accuracy"] for r in stage.rounds])
+        series[title] = (list(range(done + 1, done + len(stage.rounds) + 1)), [r["accuracy"] for r in stage.rounds])
     print()
-    for stage in stages:
+    for stage, title in zip(stages, titles):
         resumed = f" (resumed after round {stage.resumed_from - 1})" if stage.resumed_from else ""
-        print(f"{stage.name}: test accuracy {stage.accuracy:.4f} after {len(stage.rounds)} rounds{resumed}")
+        print(f"{title}: test accuracy {stage.accuracy:.4f} after {len(stage.rounds)} rounds{resumed}")
     for model in {id(stage.model): stage.model for stage in stages}.values():
         print(f"{model}: {model.parameter_count():,} parameters stored")
     print(f"final test accuracy {stages[-1].accuracy:.4f}; worker peak RSS "
           f"{max(m['peak_rss'] for m in memory) / 1e6:.0f} MB")
     results = sa.Results(args.results)
-    results.save_json("results.json", {"settings": vars(args), "stages": [s.as_dict() for s in stages],
-                                       "worker_memory": memory})
+    results.save_json("results.json", {"settings": vars(args), "worker_memory": memory,
+                                       "stages": [dict(s.as_dict(), name=t) for s, t in zip(stages, titles)]})
     png = results.plot("rounds.png", {
         " then ".join(series) + " (test accuracy)": ("round", "accuracy", series) for series in panels.values()},
         title="Sparana on Ray workers, MNIST shards")

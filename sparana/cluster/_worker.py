@@ -149,7 +149,7 @@ class WorkerCore:
     def _loader(self, rng):
         shard = self.shard  # (the loader's test set is not used here)
         return Loader(shard.images, shard.labels, shard.images, shard.labels, seed=rng, one_hot=False,
-                      num_classes=10)
+                      num_classes=self.model.layers[-1].size)  # any data set: as many classes as outputs
 
     # --------------------------------------------------------------- inspection
     def statistics(self, payload, criterion="MAAV", samples=1000, round_index=0):

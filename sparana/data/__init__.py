@@ -1,5 +1,8 @@
 """MNIST and other image datasets: fetching, IDX files, memory-mapped Arrow, loaders.
 
+``load_dataset(spec)`` takes any image data set an experiment can use (MNIST, Fashion-MNIST, a
+folder of IDX files, an Arrow IPC or Parquet file; see :mod:`._datasets`).
+
 Data flows from IDX files (fetched once, SHA-256 verified) into an uncompressed Arrow
 IPC file that is memory-mapped (zero-copy NumPy views), split into zero-copy shards,
 and served in minibatches by the loaders::
@@ -15,6 +18,7 @@ aliases of :class:`Loader`, :class:`SplitLoader` and :class:`DistributedLoader`.
 
 from ._arrow import ArrowFormatError, ArrowSplit, MnistData, load_mnist, to_float
 from ._cache import cache_root
+from ._datasets import FASHION_MNIST_SHA256, DatasetError, dataset_shape, fetch_fashion_mnist, load_dataset
 from ._distributed_loader import DistributedLoader
 from ._fetch import (
     MNIST_SHA256,
@@ -34,10 +38,12 @@ split_loader = SplitLoader
 distributed_loader = DistributedLoader
 
 __all__ = [
+    "FASHION_MNIST_SHA256",
     "MNIST_SHA256",
     "ArrowFormatError",
     "ArrowSplit",
     "ChecksumError",
+    "DatasetError",
     "DistributedLoader",
     "FetchError",
     "IdxFormatError",
@@ -47,9 +53,12 @@ __all__ = [
     "NpmSource",
     "SplitLoader",
     "cache_root",
+    "dataset_shape",
     "default_sources",
     "distributed_loader",
+    "fetch_fashion_mnist",
     "fetch_mnist",
+    "load_dataset",
     "load_mnist",
     "loader",
     "read_idx",

@@ -202,25 +202,33 @@ def _check_split(images: np.ndarray, labels: np.ndarray, image_file: Path, label
 
 def _build(target: Path, files: dict[str, Path], sources: dict[str, str]) -> None:
     """Convert the IDX files to the Arrow file ``target`` (atomically)."""
-    width = int(np.prod(IMAGE_SHAPE))
-    batches, splits = [], []
+    splits = {}
     for split, (image_name, label_name) in IDX_FILES.items():
         images, labels = read_idx(files[image_name]), read_idx(files[label_name])
         _check_split(images, labels, files[image_name], files[label_name])
-        image = pa.FixedSizeListArray.from_arrays(pa.array(images.reshape(-1)), width)
-        batches.append((image, pa.array(labels)))
-        splits.append([split, len(labels)])
+        splits[split] = (images.reshape(len(images), -1), labels)
+    write_image_file(target, splits, IMAGE_SHAPE, sources)
+
+
+def write_image_file(target: Path, splits: dict, image_shape, sources: dict[str, str],
+                     metadata: dict | None = None) -> None:
+    """Write ``{"train": (images, labels), "test": ...}`` (uint8 arrays of shape (N, pixels) and (N,))
+    as a Sparana Arrow file (see the module docstring), atomically; ``metadata`` adds schema entries."""
+    width = int(np.prod(image_shape))
     schema = pa.schema(
         [pa.field("image", pa.list_(pa.uint8(), width), nullable=False),
          pa.field("label", pa.uint8(), nullable=False)],
-        metadata={_META_FORMAT: FORMAT, _META_SPLITS: json.dumps(splits),
-                  _META_SHAPE: json.dumps(IMAGE_SHAPE), _META_SOURCES: json.dumps(sources)},
+        metadata={_META_FORMAT: FORMAT, _META_SPLITS: json.dumps([[n, len(splits[n][1])] for n in IDX_FILES]),
+                  _META_SHAPE: json.dumps(list(image_shape)), _META_SOURCES: json.dumps(sources),
+                  **(metadata or {})},
     )
 
     def write(handle) -> None:
         with pa.ipc.new_file(handle, schema) as writer:
-            for arrays in batches:
-                writer.write_batch(pa.RecordBatch.from_arrays(list(arrays), schema=schema))
+            for split in IDX_FILES:
+                images, labels = splits[split]
+                image = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(images).reshape(-1)), width)
+                writer.write_batch(pa.RecordBatch.from_arrays([image, pa.array(labels)], schema=schema))
 
     atomic_write(target, write)
 

@@ -73,25 +73,30 @@ def verify_sha256(name: str, data: bytes, expected: str) -> None:
 
 
 class MirrorSource:
-    """An HTTP(S) folder serving ``<name>.gz`` files; ``timeout`` is per connection/read."""
+    """An HTTP(S) folder serving ``<name>.gz`` files; ``timeout`` is per connection/read.
 
-    def __init__(self, base_url: str, timeout: float = 5.0):
+    ``decompress=False`` serves each named file as it is (``<name>``, no suffix added): for
+    data sets whose published checksums are those of the compressed files (Fashion-MNIST).
+    """
+
+    def __init__(self, base_url: str, timeout: float = 5.0, decompress: bool = True):
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.timeout = timeout
+        self.decompress = decompress
 
     def __str__(self) -> str:
         return f"mirror {self.base_url}"
 
     def fetch(self, names: Iterable[str]) -> Iterator[tuple[str, bytes]]:
         for name in names:
-            url = self.base_url + name + ".gz"
+            url = self.base_url + name + (".gz" if self.decompress else "")
             try:
                 with urllib.request.urlopen(url, timeout=self.timeout) as response:
                     data = response.read()
             except urllib.error.HTTPError as exc:
                 exc.close()
                 raise OSError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-            yield name, gzip.decompress(data)
+            yield name, gzip.decompress(data) if self.decompress else data
 
 
 class NpmSource:
