@@ -5,16 +5,16 @@ The PEP 8 names are primary; the original documentation's names (``model``,
 original README's snippets run unchanged.
 """
 
-from . import _selection as parameter_selection
+from .sparsity import _selection as parameter_selection
 from ._backend import Backend, BackendError, gpu_available, to_host
-from ._checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from ._columns import get_max_columns, get_normal_columns, get_random_columns
-from ._layers import DenseLayer, DenseLinearLayer, DenseReluLayer, DenseSoftmaxLayer, Layer
-from ._lobotomizer import Lobotomizer
-from ._losses import loss_and_gradient
-from ._mixer import ModelMixer
-from ._model import Model
-from ._optimizers import (
+from .io._checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from .sparsity._columns import get_max_columns, get_normal_columns, get_random_columns
+from .nn._layer import DenseLayer, DenseLinearLayer, DenseReluLayer, DenseSoftmaxLayer, Layer
+from .sparsity._lobotomizer import Lobotomizer
+from .nn._losses import loss_and_gradient
+from .compose._mixer import ModelMixer
+from .nn._model import Model
+from .nn._optimizers import (
     AdadadOptimizer,
     AdamOptimizer,
     MadadadOptimizer,
@@ -23,14 +23,14 @@ from ._optimizers import (
     SelectedSGDOptimizer,
     SGDOptimizer,
 )
-from ._presets import documentation_model
-from ._results import Results
-from ._saver import ModelSaver
-from ._selector import ParameterSelector
-from ._sparse_layers import SparseLayer, SparseLinearLayer, SparseReluLayer, SparseSoftmaxLayer
-from ._tracker import DistanceTracker
-from ._training import History, fit
-from ._vulcanizer import SubmodelPlan, Vulcanizer
+from .nn._presets import documentation_model
+from .io._results import Results
+from .io._saver import ModelSaver
+from .sparsity._selector import ParameterSelector
+from .nn._sparse import SparseLayer, SparseLinearLayer, SparseReluLayer, SparseSoftmaxLayer
+from .nn._tracker import DistanceTracker
+from .nn._training import History, fit
+from .compose._vulcanizer import SubmodelPlan, Vulcanizer
 from .data import DistributedLoader, Loader, SplitLoader, load_mnist
 
 # The original documentation's names.

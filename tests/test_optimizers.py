@@ -228,7 +228,7 @@ class _MovedBackend(sa.Backend):
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_optimizer_state_moves_with_the_model(sparse, rng, monkeypatch):
-    from sparana import _model
+    from sparana.nn import _model
 
     model = build_model([6, 8, 3], ["relu", "linear"], sparse=sparse)
     opt = sa.AdamOptimizer(model, 0.01)

@@ -12,9 +12,9 @@ from safetensors.numpy import save as st_save
 
 import sparana as sa
 from conftest import build_model
-from sparana import _checkpoint, _saver
-from sparana._checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from sparana._saver import ModelSaver, model_saver
+from sparana.io import _checkpoint, _saver
+from sparana.io._checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from sparana.io._saver import ModelSaver, model_saver
 
 SIZES = [6, 8, 5, 3]
 ACTIVATIONS = ["relu", "relu", "linear"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .._checkpoint import CheckpointError, check_fields, is_integer, read_checkpoint, restore_layer, save_checkpoint
+from ..io._checkpoint import CheckpointError, check_fields, is_integer, read_checkpoint, restore_layer, save_checkpoint
 
 KIND = "sparana.experiment_round"
 # The header's ``extra`` entry of a round checkpoint: (what is expected, test) per key.

@@ -23,10 +23,10 @@ import numpy as np
 import ray
 from tqdm.auto import tqdm
 
-from .._lobotomizer import Lobotomizer
-from .._mixer import ModelMixer
-from .._statistics import compute as compute_statistics
-from .._vulcanizer import Vulcanizer
+from ..sparsity._lobotomizer import Lobotomizer
+from ..compose._mixer import ModelMixer
+from ..sparsity._statistics import compute as compute_statistics
+from ..compose._vulcanizer import Vulcanizer
 from ..data import load_mnist, to_float
 from ._checkpoints import RoundCheckpoints
 from ._init import ClusterError, init

@@ -24,7 +24,7 @@ import numbers
 
 import numpy as np
 
-from ._backend import array_module, to_host
+from .._backend import array_module, to_host
 
 ACTIVATIONS = ("relu", "linear", "softmax")
 DROPOUT_STYLES = ("inverted", "original")

@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from ._layers import check_ratio
+from ._layer import check_ratio
 
 DENSITY_DISTRIBUTIONS = ("uniform", "erdos_renyi")
 

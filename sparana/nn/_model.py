@@ -8,11 +8,11 @@ import numpy as np
 import scipy.sparse
 
 from . import _initializers as init
-from ._backend import Backend, to_host
-from ._layers import DENSE_LAYERS, DROPOUT_STYLES, Layer, check_dropout
+from .._backend import Backend, to_host
+from ._layer import DENSE_LAYERS, DROPOUT_STYLES, Layer, check_dropout
 from ._losses import loss_and_gradient, resolve_loss
-from ._threads import single_threaded_blas
-from ._sparse_layers import SPARSE_LAYERS
+from .._threads import single_threaded_blas
+from ._sparse import SPARSE_LAYERS
 
 # Rows evaluated at once by the inference methods, to bound their memory.
 EVAL_CHUNK = 8192

@@ -17,7 +17,7 @@ its loss was called, is ``loss='cross_entropy', reduction='sum'``.
 
 from __future__ import annotations
 
-from ._backend import array_module
+from .._backend import array_module
 
 LOSSES = ("cross_entropy", "quadratic")
 REDUCTIONS = ("mean", "sum")

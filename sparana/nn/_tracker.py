@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._backend import array_module, to_host
-from ._results import save_png
+from .._backend import array_module, to_host
+from ..io._results import save_png
 
 
 def class_cosine_distances(outputs, class_ids, num_classes):

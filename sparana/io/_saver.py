@@ -36,8 +36,8 @@ import numbers
 
 import numpy as np
 
-from . import _initializers as init
-from ._backend import DTYPES, to_host
+from ..nn import _initializers as init
+from .._backend import DTYPES, to_host
 from ._checkpoint import (
     SPARSE_PARAMETERS_FORMAT,
     VERSIONS,

@@ -15,8 +15,8 @@ import numbers
 import numpy as np
 
 from . import _selection as selection
-from ._backend import to_host
-from ._layers import check_ratio
+from .._backend import to_host
+from ..nn._layer import check_ratio
 from ._statistics import StatisticsMixin, absolute_values
 
 

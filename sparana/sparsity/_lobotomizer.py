@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _pruning as pruning
-from ._backend import to_host
-from ._layers import check_ratio
+from .._backend import to_host
+from ..nn._layer import check_ratio
 from ._selection import candidate_count
 from ._statistics import StatisticsMixin, absolute_values, check_statistics_list
 

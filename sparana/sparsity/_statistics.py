@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._backend import to_host
+from .._backend import to_host
 
 CRITERIA = ("absolute", "MAAV", "MAV", "negative", "positive")
 

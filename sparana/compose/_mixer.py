@@ -31,10 +31,10 @@ import numbers
 
 import numpy as np
 
-from ._backend import to_host
-from ._layers import check_ratio
-from ._model import Model
-from ._statistics import absolute_values, maav
+from .._backend import to_host
+from ..nn._layer import check_ratio
+from ..nn._model import Model
+from ..sparsity._statistics import absolute_values, maav
 
 
 class _Architecture:

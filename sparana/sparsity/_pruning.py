@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ._layers import check_ratio
+from ..nn._layer import check_ratio
 from ._selection import ranked, selection_count
 
 

@@ -27,7 +27,7 @@ import numbers
 
 import numpy as np
 
-from ._layers import check_ratio
+from ..nn._layer import check_ratio
 
 
 def _each(function):

@@ -63,10 +63,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 
-from ._backend import array_module, to_host
-from ._columns import SELECTION_TYPES, check_std, choose_columns
-from ._model import Model, _dense_mask, _host_matrix
-from ._statistics import StatisticsMixin
+from .._backend import array_module, to_host
+from ..sparsity._columns import SELECTION_TYPES, check_std, choose_columns
+from ..nn._model import Model, _dense_mask, _host_matrix
+from ..sparsity._statistics import StatisticsMixin
 
 CONSOLIDATIONS = ("mean", "original", "none")
 

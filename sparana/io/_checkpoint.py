@@ -66,13 +66,13 @@ from safetensors import safe_open
 from safetensors.numpy import save as _serialize
 
 from ._atomic import atomic_write
-from ._backend import DTYPES, to_host
-from ._layers import ACTIVATIONS, DENSE_LAYERS, DROPOUT_STYLES, check_dropout
-from ._model import Model
-from ._optimizers import AdadadOptimizer, AdamOptimizer, MadadadOptimizer, SGDOptimizer
+from .._backend import DTYPES, to_host
+from ..nn._layer import ACTIVATIONS, DENSE_LAYERS, DROPOUT_STYLES, check_dropout
+from ..nn._model import Model
+from ..nn._optimizers import AdadadOptimizer, AdamOptimizer, MadadadOptimizer, SGDOptimizer
 from ._results import _plain
-from ._sparse_layers import SPARSE_LAYERS
-from .kernels import SparsePattern
+from ..nn._sparse import SPARSE_LAYERS
+from ..kernels import SparsePattern
 
 FORMAT = "sparana.checkpoint"
 SPARSE_PARAMETERS_FORMAT = "sparana.sparse_parameters"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 
-from ._backend import csr_to_host, to_host
-from .kernels import SparsePattern
-from ._layers import Layer
+from .._backend import csr_to_host, to_host
+from ..kernels import SparsePattern
+from ._layer import Layer
 
 
 class SparseLayer(Layer):

@@ -30,8 +30,8 @@ import numbers
 
 import numpy as np
 
-from ._backend import to_host
-from ._layers import check_ratio
+from .._backend import to_host
+from ._layer import check_ratio
 from ._losses import resolve_loss, resolve_reduction
 
 REGULARIZATIONS = ("coupled", "original")
