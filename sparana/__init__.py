@@ -9,7 +9,8 @@ from .sparsity import _selection as parameter_selection
 from ._backend import Backend, BackendError, gpu_available, to_host
 from .io._checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from .sparsity._columns import get_max_columns, get_normal_columns, get_random_columns
-from .nn._layer import DenseLayer, DenseLinearLayer, DenseReluLayer, DenseSoftmaxLayer, Layer
+from .nn._dense import DenseLayer, DenseLinearLayer, DenseReluLayer, DenseSoftmaxLayer
+from .nn._layer import Layer
 from .sparsity._lobotomizer import Lobotomizer
 from .nn._losses import loss_and_gradient
 from .compose._mixer import ModelMixer

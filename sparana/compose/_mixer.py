@@ -32,7 +32,7 @@ import numbers
 import numpy as np
 
 from .._backend import to_host
-from ..nn._layer import check_ratio
+from .._checks import check_ratio
 from ..nn._model import Model
 from ..sparsity._statistics import absolute_values, maav
 

@@ -65,7 +65,8 @@ import scipy.sparse
 
 from .._backend import array_module, to_host
 from ..sparsity._columns import SELECTION_TYPES, check_std, choose_columns
-from ..nn._model import Model, _dense_mask, _host_matrix
+from ..nn._keys import host_matrix, locate, present_mask
+from ..nn._model import Model
 from ..sparsity._statistics import StatisticsMixin
 
 CONSOLIDATIONS = ("mean", "original", "none")
@@ -461,9 +462,9 @@ def _merge(pieces):
 def _candidate_weights(layer, rows):
     """Host float64 (rows, n_out) weights of a layer, NaN where there is no weight (pruned, not stored)."""
     weights = np.asarray(to_host(layer.dense_weights()), dtype=np.float64)
-    present = _dense_mask(layer, np.ones(layer.nnz, dtype=bool)) if layer.is_sparse else layer.prune_mask
+    present = present_mask(layer)
     if present is not None:
-        weights = np.where(to_host(present), weights, np.nan)
+        weights = np.where(present, weights, np.nan)
     return weights if rows is None else weights[rows]
 
 
@@ -495,9 +496,9 @@ def _consolidation(method, layer, following, removed, zero_fraction, mean_activa
     n_in, n_out_next = layer.input_size, following.size
     if removed.size == 0:
         return np.zeros(n_in), 0.0, np.zeros(n_out_next)
-    outgoing = _host_matrix(following)
+    outgoing = host_matrix(following)
     if method == "original":
-        column = zero_fraction * np.asarray(_host_matrix(layer)[:, removed].sum(axis=1)).ravel()
+        column = zero_fraction * np.asarray(host_matrix(layer)[:, removed].sum(axis=1)).ravel()
         bias = zero_fraction * float(to_host(layer.biases)[removed].sum(dtype=np.float64))
         row = np.asarray(outgoing[removed].mean(axis=0), dtype=np.float64).ravel()
         return column, bias, row
@@ -582,11 +583,9 @@ def _value_positions(layer, keys):
     """Flat indices into ``layer.values`` of the dense (n_in, n_out) flat positions ``keys``."""
     if not layer.is_sparse:
         return keys.astype(np.int64)
-    stored = layer.value_keys()
-    order = np.argsort(stored, kind="stable")
-    found = order[np.searchsorted(stored[order], keys)]
-    assert np.array_equal(stored[found], keys), "a consolidation or owned entry is missing from the pattern"
-    return found
+    positions, found = locate(layer.value_keys(), keys)
+    assert found.all(), "a consolidation or owned entry is missing from the pattern"
+    return positions
 
 
 def _carry_masks(layer, sub_layer, main_index, positions, n_in, n_out):

@@ -67,7 +67,10 @@ from safetensors.numpy import save as _serialize
 
 from ._atomic import atomic_write
 from .._backend import DTYPES, to_host
-from ..nn._layer import ACTIVATIONS, DENSE_LAYERS, DROPOUT_STYLES, check_dropout
+from .._checks import check_dropout
+from ..nn._activations import NAMES as ACTIVATIONS
+from ..nn._dense import DENSE_LAYERS
+from ..nn._layer import DROPOUT_STYLES
 from ..nn._model import Model
 from ..nn._optimizers import AdadadOptimizer, AdamOptimizer, MadadadOptimizer, SGDOptimizer
 from ._results import _plain

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..nn import _initializers as init
 from .._backend import DTYPES, to_host
+from ..nn._keys import locate
 from ._checkpoint import (
     SPARSE_PARAMETERS_FORMAT,
     VERSIONS,
@@ -218,7 +219,7 @@ class ModelSaver:
                 raise ValueError(f"layer {i}: the selected parameters belong to an ({entry['input_size']}, "
                                  f"{entry['size']}) (n_in, n_out) layer, the model's layer is "
                                  f"({layer.input_size}, {layer.size})")
-            positions, found = _find(np.asarray(layer.value_keys()), entry["keys"])
+            positions, found = locate(layer.value_keys(), entry["keys"])
             if not found.all():
                 raise ValueError(f"layer {i}: {int((~found).sum())} of the {found.size} selected weights are "
                                  f"not stored in the sparse layer (another pattern, or pruned since)")
@@ -256,15 +257,6 @@ class ModelSaver:
     # The original's names, now on the safe format.
     pickle_model = save
     load_model = load
-
-
-def _find(keys, wanted):
-    """(positions of ``wanted`` in ``keys``, whether each was found); ``keys`` are distinct."""
-    if not keys.size:
-        return np.zeros(wanted.size, dtype=np.int64), np.zeros(wanted.size, dtype=bool)
-    order = np.argsort(keys, kind="stable")
-    positions = order[np.minimum(np.searchsorted(keys[order], wanted), keys.size - 1)]
-    return positions, keys[positions] == wanted
 
 
 def _read_selected(path, i, spec, tensors):

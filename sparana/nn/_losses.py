@@ -1,23 +1,22 @@
 """Losses and their gradients with respect to the head's pre-activation.
 
-``'cross_entropy'`` (alias ``'CE'``, the default): softmax cross-entropy. With a
-linear head the softmax is applied inside the loss; with a softmax head the
-head's outputs are the probabilities. Either way the gradient with respect to
-the logits is p - y per sample, computed without dividing by p.
+``'cross_entropy'`` (alias ``'CE'``, the default): softmax cross-entropy. With a linear head the
+softmax is applied inside the loss; with a softmax head the head's outputs are the probabilities.
+Either way the gradient with respect to the logits is p - y per sample, computed without dividing
+by p.
 
-``'quadratic'`` (alias ``'MSE'``): 0.5 * (y_hat - y)^2 summed over the classes,
-back-propagated through the head's activation.
+``'quadratic'`` (alias ``'MSE'``): 0.5 * (y_hat - y)^2 summed over the classes, back-propagated
+through the head's activation.
 
-``reduction`` says how the per-sample losses are combined: ``'mean'`` over the
-batch or ``'sum'``. ``None`` (the default) takes each loss's usual one:
-``'mean'`` for cross-entropy, ``'sum'`` for the quadratic loss (the original's).
-The original's error for a softmax head, Y - p summed over the batch whatever
-its loss was called, is ``loss='cross_entropy', reduction='sum'``.
+``reduction`` says how the per-sample losses are combined: ``'mean'`` over the batch or ``'sum'``.
+``None`` (the default) takes each loss's usual one: ``'mean'`` for cross-entropy, ``'sum'`` for the
+quadratic loss.
 """
 
 from __future__ import annotations
 
-from .._backend import array_module
+from ..kernels import generic
+from ._activations import activation as as_activation
 
 LOSSES = ("cross_entropy", "quadratic")
 REDUCTIONS = ("mean", "sum")
@@ -42,39 +41,22 @@ def resolve_reduction(loss, reduction):
     return reduction
 
 
-def _log_softmax_columns(z):
-    xp = array_module(z)
-    shifted = z - z.max(axis=0, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=0, keepdims=True))
-
-
 def loss_and_gradient(loss, activation, outputs, targets, reduction=None):
-    """Return (loss value, dL/dz) for a head with ``activation`` and feature-major arrays.
+    """Return (loss value, dL/dz) of ``loss`` for a head with ``activation`` (a name or an activation object).
 
-    ``outputs`` are the head's outputs (classes, batch); ``targets`` the target
-    matrix of the same shape (one-hot rows of the labels, transposed).
-    ``reduction``: 'mean', 'sum' or None (the loss's usual one).
+    ``outputs`` are the head's outputs (classes, batch), feature-major; ``targets`` the target
+    matrix of the same shape (one-hot rows of the labels, transposed). ``reduction``: 'mean',
+    'sum' or None (the loss's usual one).
     """
-    xp = array_module(outputs)
+    loss, act = resolve_loss(loss), as_activation(activation)
     divisor = outputs.shape[1] if resolve_reduction(loss, reduction) == "mean" else 1
     if loss == "cross_entropy":
-        if activation == "softmax":
-            probabilities = outputs
-            log_p = xp.log(xp.maximum(outputs, xp.finfo(outputs.dtype).tiny))
-        else:
-            log_p = _log_softmax_columns(outputs)
-            probabilities = xp.exp(log_p)
+        log_p, grad = act.cross_entropy(outputs, targets)
         value = -float((targets * log_p).sum()) / divisor
-        grad = probabilities - targets
-        if activation == "relu":
-            grad *= outputs > 0
     else:
-        grad = outputs - targets
-        value = 0.5 * float((grad * grad).sum()) / divisor
-        if activation == "relu":
-            grad *= outputs > 0
-        elif activation == "softmax":
-            grad = outputs * (grad - (grad * outputs).sum(axis=0, keepdims=True))
+        difference = outputs - targets
+        value = 0.5 * float((difference * difference).sum()) / divisor
+        grad = act.backward(difference, outputs, generic)  # array-module code: NumPy or CuPy
     if divisor != 1:
         grad *= outputs.dtype.type(1.0 / divisor)
     return value, grad

@@ -31,7 +31,7 @@ import numbers
 import numpy as np
 
 from .._backend import to_host
-from ._layer import check_ratio
+from .._checks import check_ratio
 from ._losses import resolve_loss, resolve_reduction
 
 REGULARIZATIONS = ("coupled", "original")

@@ -1,9 +1,8 @@
 """Sparse layers: weights held in CSR, memory and time proportional to the stored entries.
 
-Weights are a CSR matrix of shape (n_out, n_in), the original's orientation.
-The forward pass is a sparse-dense product (SpMM), the weight gradient is
-computed only at the stored entries (SDDMM) and never as a dense matrix, and
-the input gradient is a transposed SpMM. The pattern never changes during
+Weights are a CSR matrix of shape (n_out, n_in). The forward pass is a sparse-dense product
+(SpMM), the weight gradient is computed only at the stored entries (SDDMM) and never as a dense
+matrix, and the input gradient is a transposed SpMM. The pattern never changes during
 training; :meth:`SparseLayer.keep_only` (pruning) is the only way to shrink it.
 """
 
@@ -142,19 +141,19 @@ class SparseLayer(Layer):
 
 
 class SparseReluLayer(SparseLayer):
-    """Sparse layer with a ReLU activation (the original's ``sparse_relu_layer``)."""
+    """Sparse layer with a ReLU activation (``sparse_relu_layer`` in the original documentation)."""
 
     activation = "relu"
 
 
 class SparseLinearLayer(SparseLayer):
-    """Sparse layer with no activation (the original's ``sparse_linear_layer``)."""
+    """Sparse layer with no activation (``sparse_linear_layer``)."""
 
     activation = "linear"
 
 
 class SparseSoftmaxLayer(SparseLayer):
-    """Sparse layer with a softmax over its units (the original never built it)."""
+    """Sparse layer with a softmax over its units (``sparse_softmax_layer``)."""
 
     activation = "softmax"
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from . import _pruning as pruning
 from .._backend import to_host
-from ..nn._layer import check_ratio
+from .._checks import check_ratio
 from ._selection import candidate_count
 from ._statistics import StatisticsMixin, absolute_values, check_statistics_list
 

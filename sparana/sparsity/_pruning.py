@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ..nn._layer import check_ratio
+from .._checks import check_ratio
 from ._selection import ranked, selection_count
 
 

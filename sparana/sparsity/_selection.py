@@ -27,7 +27,7 @@ import numbers
 
 import numpy as np
 
-from ..nn._layer import check_ratio
+from .._checks import check_ratio
 
 
 def _each(function):

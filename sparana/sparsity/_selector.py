@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _selection as selection
 from .._backend import to_host
-from ..nn._layer import check_ratio
+from .._checks import check_ratio
 from ._statistics import StatisticsMixin, absolute_values
 
 
