@@ -17,7 +17,7 @@ import sys
 import time
 
 import sparana as sa
-from sparana.nn._layer import DENSE_LAYERS
+from sparana.nn import DENSE_LAYERS
 
 
 def parse(argv=None):

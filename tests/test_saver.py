@@ -14,7 +14,8 @@ import sparana as sa
 from conftest import build_model
 from sparana.io import _checkpoint, _description, _safetensors, _saver
 from sparana.io._checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from sparana.io._saver import ModelSaver, model_saver
+from sparana.compat import model_saver
+from sparana.io._saver import ModelSaver
 
 SIZES = [6, 8, 5, 3]
 ACTIVATIONS = ["relu", "relu", "linear"]

@@ -1,167 +1,29 @@
-"""The vulcanizer: split submodels off a model, train them apart, put them back (spec section 4.3).
+"""The Vulcanizer: split submodels off a model, train them apart, and meld them back.
 
-A submodel is a real :class:`~sparana.Model` made of chosen units of the last
-layers of the main model. It takes ``main.partial_outputs(x, start)`` as its
-input (the main model's first ``start`` layers stay where they are) and keeps
-all of the final layer's outputs. Putting its trained weights back into the
-main model is the "mind meld" (the original's Star Trek joke).
+A submodel is a real :class:`~sparana.Model` made of chosen units of the last layers of the main
+model (:mod:`._split`). It takes ``main.partial_outputs(x, start)`` as its input (the main
+model's first ``start`` layers stay where they are) and keeps all of the final layer's outputs.
+Putting its trained weights back into the main model is the "mind meld".
 
-Each split hidden layer keeps its chosen units plus, unless
-``consolidation='none'``, one *consolidation unit* standing in for the units
-left out, so that the submodel's outputs start close to the main model's:
-
-* ``'original'`` (default): the original's design. Incoming column = z times
-  the row-sum of the removed units' incoming weights, bias = z times the sum
-  of their biases (the original forgot the bias), outgoing row = the mean of
-  the removed units' outgoing rows; z is the layer's zero fraction from
-  :meth:`Vulcanizer.get_average_zeros`, or 1.0 (the plain sums) when it has
-  not been computed.
-* ``'mean'``: a constant unit (no incoming weights, bias A = the summed mean
-  activation of the removed units over the data given to
-  :meth:`Vulcanizer.get_average_zeros`) whose outgoing row is the
-  activation-weighted mean of the removed units' rows: it adds exactly the
-  removed units' mean contribution to the next layer, the constant that
-  minimises the mean squared error of the next layer's pre-activations.
-* ``'none'``: no consolidation unit (the independent subnetworks of Yuan et
-  al.'s IST).
-
-Measured on the documentation model after one epoch on MNIST (test set,
-see the report of jobs/vulcanize.py): 'mean' lowers the squared distance to
-the main model's outputs by only 0-8% and lowers the submodel's starting
-accuracy a lot (a constant shift of the logits biases the argmax, e.g. 90%
-against 96% for sizes [400, 200, 10]), while 'original' starts as close as
-'none' or closer (its unit is often inactive: the removed units' summed
-pre-activation is mostly negative). So the original's design stays the
-default; after training and melding all three end within 0.2% accuracy.
-
-The consolidation weights are not part of the main model: train a submodel,
-call :meth:`Vulcanizer.revert_weights` after every step to put them back to
-their split-time values (so that only real units learn), and meld.
-
-Ownership: weight W[start+i][j, k] (dense (n_in, n_out) orientation) belongs
-to a submodel if unit k is one of its chosen units of main layer start+i (any
-output for the final layer) and j is one of its chosen units of the previous
-layer (any input for i = 0); the biases of its chosen units (all final biases)
-too. :meth:`Vulcanizer.mind_meld` writes the owned values back and leaves
-every other weight bit for bit unchanged. A parameter owned by several of the
-submodels melded together (the final biases, or overlapping units of separate
-``split_model`` calls) gets the mean of their values.
-
-Dense main layers with a prune mask give submodels the sliced mask (the
-consolidation weights are never pruned), sparse main layers give them the
-sliced CSR pattern (the consolidation row and column are stored in full), and
-a training mask is sliced as well (consolidation weights: not trained by the
-selected optimizers). Pruned weights therefore stay pruned in the submodel and
-after the meld.
+The consolidation weights are not part of the main model: train a submodel, call
+:meth:`Vulcanizer.revert_weights` after every step to put them back to their split-time values
+(so that only real units learn), and meld. :meth:`Vulcanizer.mind_meld` writes the values a
+submodel owns (see :mod:`._plan`) back and leaves every other weight bit for bit unchanged; a
+parameter owned by several of the submodels melded together (the final biases, or overlapping
+units of separate ``split_model`` calls) gets the mean of their values.
 """
 
 from __future__ import annotations
 
-import numbers
-from dataclasses import dataclass
-
 import numpy as np
-import scipy.sparse
 
-from .._backend import array_module, to_host
-from ..sparsity._columns import SELECTION_TYPES, check_std, choose_columns
-from ..nn._keys import host_matrix, locate, present_mask
+from .._backend import to_host
+from .._checks import check_std, is_integer
 from ..nn._model import Model
+from ..sparsity._columns import SELECTION_TYPES, choose_columns
 from ..sparsity._statistics import StatisticsMixin
-
-CONSOLIDATIONS = ("mean", "original", "none")
-
-
-@dataclass(eq=False)
-class SubmodelPlan:
-    """What melding and reverting one submodel needs, as plain NumPy arrays (picklable: it can travel).
-
-    Per submodel layer i (main layer ``start + i``):
-
-    * ``sub_index[i]`` / ``main_index[i]``: flat indices into the submodel
-      layer's ``values`` and the matching flat indices into the main layer's
-      ``values`` of the weights the submodel owns;
-    * ``bias_units[i]``: the main units whose biases it owns (their biases are
-      the first entries of the submodel layer's biases);
-    * ``fixed_index[i]`` / ``fixed_values[i]`` / ``fixed_biases[i]``: the
-      consolidation weights (flat indices into ``values``), their split-time
-      values and the consolidation unit's bias (None without one);
-    * ``value_shapes[i]``, ``sizes[i]`` (units), ``sub_keys[i]`` (a sparse
-      layer's ``value_keys()``, None for dense) and ``main_shapes[i]`` /
-      ``main_keys[i]``, to refuse a
-      submodel or a main model whose layers changed since the split.
-
-    ``chosen[i]`` are the sorted unit indices kept of main layer ``start + i``
-    for every split hidden layer (all but the final one).
-    """
-
-    start: int
-    chosen: list
-    consolidation: str
-    sub_index: list
-    main_index: list
-    bias_units: list
-    fixed_index: list
-    fixed_values: list
-    fixed_biases: list
-    value_shapes: list
-    sizes: list
-    sub_keys: list
-    main_shapes: list
-    main_keys: list
-
-    @property
-    def depth(self):
-        return len(self.value_shapes)
-
-    def revert(self, submodel):
-        """Restore the submodel's consolidation weights and biases to their split-time values."""
-        self.check_submodel(submodel)
-        for layer, index, values, bias in zip(submodel.layers, self.fixed_index, self.fixed_values,
-                                              self.fixed_biases):
-            if index.size:
-                _assign(layer.values, index, values)
-            if bias is not None:
-                layer.biases[-1] = bias
-
-    def check_submodel(self, submodel):
-        """Raise unless ``submodel``'s layers still have their split-time shapes and patterns."""
-        if not isinstance(submodel, Model) or submodel.depth != self.depth:
-            raise ValueError(f"a submodel with {self.depth} layers expected, got {submodel!r}")
-        for i, (layer, keys) in enumerate(zip(submodel.layers, self.sub_keys)):
-            if (keys is None) == layer.is_sparse or tuple(layer.values.shape) != self.value_shapes[i] or (
-                    keys is not None and not np.array_equal(layer.value_keys(), keys)):
-                raise ValueError(f"submodel layer {i} changed since the split (values of shape "
-                                 f"{self.value_shapes[i]} expected, got {tuple(layer.values.shape)}, or another "
-                                 "sparse pattern): it cannot be melded or reverted")
-
-    def check_parameters(self, parameters, name="parameters"):
-        """Raise unless ``parameters`` is one finite (values, biases) pair per submodel layer, of the right shapes."""
-        if not isinstance(parameters, (list, tuple)) or len(parameters) != self.depth:
-            given = len(parameters) if isinstance(parameters, (list, tuple)) else type(parameters).__name__
-            raise ValueError(f"{name}: {self.depth} (values, biases) pairs expected, got {given}")
-        for i, pair in enumerate(parameters):
-            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                raise ValueError(f"{name}[{i}] must be a (values, biases) pair, got {type(pair).__name__}")
-            values, biases = (np.asarray(to_host(a)) for a in pair)
-            if values.shape != self.value_shapes[i]:
-                raise ValueError(f"{name}[{i}]: values of shape {self.value_shapes[i]} expected (the submodel "
-                                 f"layer's ``values``), got {values.shape}")
-            if biases.shape != (self.sizes[i],):
-                raise ValueError(f"{name}[{i}]: biases of shape ({self.sizes[i]},) expected, got {biases.shape}")
-            if not (np.isfinite(values).all() and np.isfinite(biases).all()):
-                raise ValueError(f"{name}[{i}] holds NaN or infinite values; they would corrupt the main model")
-
-    def check_main(self, model):
-        """Raise unless the main model's layers from ``start`` on are as they were at the split."""
-        if not isinstance(model, Model) or model.depth != self.start + self.depth:
-            raise ValueError(f"the main model changed since the split: {self.start + self.depth} layers expected")
-        for i, (shape, keys) in enumerate(zip(self.main_shapes, self.main_keys)):
-            layer = model.layers[self.start + i]
-            if _layer_shape(layer) != shape or (keys is not None and not np.array_equal(layer.value_keys(), keys)):
-                raise ValueError(f"main layer {self.start + i} changed since the split (sparse, inputs, units, "
-                                 f"stored weights: {shape} expected, got {_layer_shape(layer)}, or another "
-                                 "pattern): the submodel cannot be melded into it")
+from ._plan import assign
+from ._split import CONSOLIDATIONS, build, candidate_weights
 
 
 class Vulcanizer(StatisticsMixin):
@@ -239,14 +101,13 @@ class Vulcanizer(StatisticsMixin):
         chosen = []
         for i, size in enumerate(sizes[:-1]):
             rows = None if i == 0 else chosen[-1]
-            weights = _candidate_weights(model.layers[start + i], rows)
+            weights = candidate_weights(model.layers[start + i], rows)
             chosen.append(np.sort(choose_columns(weights, size, self.selection_type, self.std, self.rng)))
         return self._add(start, chosen, consolidation)
 
     def _check_sizes(self, sizes):
         model = self.model
-        if not isinstance(sizes, (list, tuple)) or not all(
-                isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in sizes):
+        if not isinstance(sizes, (list, tuple)) or not all(is_integer(s) for s in sizes):
             raise ValueError(f"sizes must be a list of integers (the submodel's layer sizes), got {sizes!r}")
         if not 2 <= len(sizes) <= model.depth:
             raise ValueError(f"sizes must cover 2 to {model.depth} layers (the last one being the "
@@ -283,7 +144,7 @@ class Vulcanizer(StatisticsMixin):
         parts = []
         for i in range(model.depth - start - 1):
             layer = model.layers[start + i]
-            order = choose_columns(_candidate_weights(layer, None), layer.size, self.selection_type, self.std,
+            order = choose_columns(candidate_weights(layer, None), layer.size, self.selection_type, self.std,
                                    self.rng)
             keep = None if sizes is None else sizes[i]
             parts.append([np.sort(order[s::k][:keep]) for s in range(k)])
@@ -297,10 +158,10 @@ class Vulcanizer(StatisticsMixin):
             self._check_sizes(sizes)
             depth = len(sizes)
         depth = model.depth if depth is None else depth
-        if not isinstance(depth, numbers.Integral) or isinstance(depth, bool) or not 2 <= depth <= model.depth:
+        if not is_integer(depth, 2, model.depth):
             raise ValueError(f"depth must be an integer in [2, {model.depth}] (layers the submodels span), "
                              f"got {depth!r}")
-        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
+        if not is_integer(k, 1):
             raise ValueError(f"k must be a positive integer (the number of submodels), got {k!r}")
         start = model.depth - depth
         for i in range(depth - 1):
@@ -317,8 +178,8 @@ class Vulcanizer(StatisticsMixin):
             raise ValueError(f"consolidation must be one of {CONSOLIDATIONS}, got {consolidation!r}")
         for i, layer in enumerate(self.model.layers[start:-1], start):
             layer._require_parameters()
-            if layer.activation == "softmax":
-                raise ValueError(f"main layer {i} is a softmax layer: its units cannot be split apart")
+            if not layer.act.per_unit:
+                raise ValueError(f"main layer {i} is a {layer.activation} layer: its units cannot be split apart")
         self.model.layers[-1]._require_parameters()
         if data is not None:
             self.get_average_zeros(data)
@@ -328,7 +189,7 @@ class Vulcanizer(StatisticsMixin):
                              "'original' or 'none')")
 
     def _add(self, start, chosen, consolidation):
-        submodel, plan = _build(self.model, start, chosen, consolidation, self._zero_fraction,
+        submodel, plan = build(self.model, start, chosen, consolidation, self._zero_fraction,
                                 self.mean_activations, int(self.rng.integers(2**63)))
         self.submodels.append(submodel)
         self.plans.append(plan)
@@ -350,8 +211,7 @@ class Vulcanizer(StatisticsMixin):
                 if not found:
                     raise ValueError("this submodel was not split off by this vulcanizer (or was discarded)")
                 indices.append(found[0])
-            elif isinstance(item, numbers.Integral) and not isinstance(item, bool) and \
-                    0 <= item < len(self.plans):
+            elif is_integer(item, 0, len(self.plans) - 1):
                 indices.append(int(item))
             else:
                 raise ValueError(f"a submodel of this vulcanizer or an index in [0, {len(self.plans)}) "
@@ -422,27 +282,10 @@ class Vulcanizer(StatisticsMixin):
                 weights.append((plan.main_index[i], values.reshape(-1)[plan.sub_index[i]]))
                 biases.append((plan.bias_units[i], bias[:plan.bias_units[i].size]))
             if weights:
-                _assign(layer.values, *_merge(weights))
-                _assign(layer.biases, *_merge(biases))
+                assign(layer.values, *_merge(weights))
+                assign(layer.biases, *_merge(biases))
                 if layer.prune_mask is not None:
                     layer.values[...] *= layer.prune_mask
-
-
-vulcanizer = Vulcanizer
-
-
-# ------------------------------------------------------------------ helpers
-def _layer_shape(layer):
-    return (layer.is_sparse, layer.input_size, layer.size, layer.nnz)
-
-
-def _assign(array, flat_index, values):
-    """array.flat[flat_index] = values, on the array's device, for any memory layout."""
-    if flat_index.size == 0:
-        return
-    xp = array_module(array)
-    position = tuple(xp.asarray(p) for p in np.unravel_index(flat_index, tuple(array.shape)))
-    array[position] = xp.asarray(np.asarray(values, dtype=array.dtype))
 
 
 def _merge(pieces):
@@ -457,144 +300,3 @@ def _merge(pieces):
     sums = np.bincount(index, weights=values.astype(np.float64), minlength=counts.size)
     touched = np.flatnonzero(counts)
     return touched, sums[touched] / counts[touched]
-
-
-def _candidate_weights(layer, rows):
-    """Host float64 (rows, n_out) weights of a layer, NaN where there is no weight (pruned, not stored)."""
-    weights = np.asarray(to_host(layer.dense_weights()), dtype=np.float64)
-    present = present_mask(layer)
-    if present is not None:
-        weights = np.where(present, weights, np.nan)
-    return weights if rows is None else weights[rows]
-
-
-def _owned_entries(layer, rows, columns, sub_width):
-    """Flat indices into ``layer.values`` of the weights (rows x columns), and their submodel keys.
-
-    A submodel key is the flat position in the submodel layer's dense
-    (n_in, n_out) matrix of width ``sub_width``.
-    """
-    if not layer.is_sparse:
-        main = (rows[:, None] * layer.size + columns[None, :]).reshape(-1)
-        sub = (np.arange(rows.size)[:, None] * sub_width + np.arange(columns.size)[None, :]).reshape(-1)
-        return main, sub
-    inputs, units = np.divmod(layer.value_keys(), layer.size)
-    row_position = np.full(layer.input_size, -1)
-    row_position[rows] = np.arange(rows.size)
-    column_position = np.full(layer.size, -1)
-    column_position[columns] = np.arange(columns.size)
-    keep = (row_position[inputs] >= 0) & (column_position[units] >= 0)
-    main = np.flatnonzero(keep)
-    return main, row_position[inputs[keep]] * sub_width + column_position[units[keep]]
-
-
-def _consolidation(method, layer, following, removed, zero_fraction, mean_activations):
-    """(incoming column over all of ``layer``'s inputs, bias, outgoing row over ``following``'s units).
-
-    The incoming column's entry for an incoming consolidation unit is filled in by the caller.
-    """
-    n_in, n_out_next = layer.input_size, following.size
-    if removed.size == 0:
-        return np.zeros(n_in), 0.0, np.zeros(n_out_next)
-    outgoing = host_matrix(following)
-    if method == "original":
-        column = zero_fraction * np.asarray(host_matrix(layer)[:, removed].sum(axis=1)).ravel()
-        bias = zero_fraction * float(to_host(layer.biases)[removed].sum(dtype=np.float64))
-        row = np.asarray(outgoing[removed].mean(axis=0), dtype=np.float64).ravel()
-        return column, bias, row
-    means = mean_activations[removed]
-    total = float(means.sum())
-    row = np.asarray(outgoing[removed].T @ means, dtype=np.float64).ravel()
-    return np.zeros(n_in), total, (row / total if total else np.zeros(n_out_next))
-
-
-def _build(main, start, chosen, consolidation, zero_fraction, mean_activations, seed):
-    """The submodel of main layers start.. keeping ``chosen`` units, and its plan."""
-    dtype = main.dtype
-    extra = consolidation != "none"
-    plan = SubmodelPlan(start=start, chosen=[np.asarray(c, dtype=np.int64) for c in chosen],
-                        consolidation=consolidation, sub_index=[], main_index=[], bias_units=[], fixed_index=[],
-                        fixed_values=[], fixed_biases=[], value_shapes=[], sizes=[], sub_keys=[], main_shapes=[],
-                        main_keys=[])
-    layers, specs = [], []
-    previous_row = None  # the incoming consolidation row (over this layer's units)
-    for i, layer in enumerate(main.layers[start:]):
-        final = start + i == main.depth - 1
-        rows = np.arange(layer.input_size) if i == 0 else plan.chosen[i - 1]
-        columns = np.arange(layer.size) if final else plan.chosen[i]
-        extra_in, extra_out = extra and i > 0, extra and not final
-        n_in, n_out = rows.size + extra_in, columns.size + extra_out
-        main_index, keys = _owned_entries(layer, rows, columns, n_out)
-        values = to_host(layer.values).reshape(-1)[main_index]
-        fixed_keys, fixed_values, bias = [], [], None
-        if extra_out:
-            removed = np.setdiff1d(np.arange(layer.size), columns)
-            column, bias, next_row = _consolidation(consolidation, layer, main.layers[start + i + 1], removed,
-                                                    zero_fraction(start + i),
-                                                    None if mean_activations is None else mean_activations[start + i])
-            corner = [zero_fraction(start + i) * previous_row[removed].sum()
-                      if consolidation == "original" else 0.0] if extra_in else []
-            fixed_keys.append(np.arange(n_in) * n_out + columns.size)
-            fixed_values.append(np.concatenate([column[rows], corner]))
-        if extra_in:
-            fixed_keys.append(rows.size * n_out + np.arange(columns.size))
-            fixed_values.append(previous_row[columns])
-        fixed_keys = np.concatenate(fixed_keys) if fixed_keys else np.zeros(0, dtype=np.int64)
-        fixed_values = np.concatenate(fixed_values) if fixed_values else np.zeros(0)
-        biases = np.concatenate([to_host(layer.biases)[columns], [bias] if extra_out else []]).astype(dtype)
-        all_keys = np.concatenate([keys, fixed_keys])
-        all_values = np.concatenate([values, fixed_values.astype(dtype)])
-        layers.append(_make_layer(layer, n_in, n_out, all_keys, all_values, biases))
-        specs.append((layer, main_index, keys, fixed_keys, n_in, n_out))
-        plan.bias_units.append(columns)
-        plan.fixed_biases.append(None if bias is None else biases[-1])
-        plan.main_shapes.append(_layer_shape(layer))
-        plan.main_keys.append(layer.value_keys() if layer.is_sparse else None)
-        if extra_out:
-            previous_row = next_row
-    submodel = Model(main.layers[start].input_size, layers, dropout=main.dropout, comp_type=main.comp_type,
-                     seed=seed, dtype=dtype, dropout_style=main._dropout_style)
-    for sub_layer, (layer, main_index, keys, fixed_keys, n_in, n_out) in zip(submodel.layers, specs):
-        positions = _value_positions(sub_layer, np.concatenate([keys, fixed_keys]))
-        plan.sub_index.append(positions[:keys.size])
-        plan.main_index.append(main_index)
-        plan.fixed_index.append(positions[keys.size:])
-        plan.fixed_values.append(to_host(sub_layer.values).reshape(-1)[positions[keys.size:]].copy())
-        plan.value_shapes.append(tuple(sub_layer.values.shape))
-        plan.sizes.append(n_out)
-        plan.sub_keys.append(sub_layer.value_keys() if sub_layer.is_sparse else None)
-        _carry_masks(layer, sub_layer, main_index, positions[:keys.size], n_in, n_out)
-    return submodel, plan
-
-
-def _make_layer(layer, n_in, n_out, keys, values, biases):
-    """A layer of ``layer``'s class holding ``values`` at dense (n_in, n_out) flat positions ``keys``."""
-    if layer.is_sparse:  # every given entry is stored, zeros included
-        inputs, units = np.divmod(keys, n_out)
-        weights = scipy.sparse.csr_matrix((values, (units, inputs)), shape=(n_out, n_in))
-    else:
-        weights = np.zeros(n_in * n_out, dtype=values.dtype)
-        weights[keys] = values
-        weights = weights.reshape(n_in, n_out)
-    return type(layer)(size=n_out, weights=weights, biases=biases, dropout=layer._own_dropout)
-
-
-def _value_positions(layer, keys):
-    """Flat indices into ``layer.values`` of the dense (n_in, n_out) flat positions ``keys``."""
-    if not layer.is_sparse:
-        return keys.astype(np.int64)
-    positions, found = locate(layer.value_keys(), keys)
-    assert found.all(), "a consolidation or owned entry is missing from the pattern"
-    return positions
-
-
-def _carry_masks(layer, sub_layer, main_index, positions, n_in, n_out):
-    """Slice the main layer's prune mask and training mask into the submodel layer."""
-    if layer.prune_mask is not None:
-        mask = np.ones(n_in * n_out, dtype=bool)  # consolidation weights are never pruned
-        mask[positions] = to_host(layer.prune_mask).reshape(-1)[main_index]
-        sub_layer.prune_mask = mask.reshape(n_in, n_out)
-    if layer.training_mask is not None:
-        mask = np.zeros(sub_layer.values.size, dtype=bool)  # nor trained by the selected optimizers
-        mask[positions] = to_host(layer.training_mask).reshape(-1)[main_index]
-        sub_layer.training_mask = mask.reshape(tuple(sub_layer.values.shape))

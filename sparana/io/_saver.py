@@ -258,6 +258,3 @@ def _read_selected(path, i, spec, tensors):
     if keys.size and (keys.min() < 0 or keys.max() >= size or np.unique(keys).size != keys.size):
         raise CheckpointError(f"{where}: the keys must be distinct positions in [0, {size})")
     return {"input_size": spec["input_size"], "size": spec["size"], "keys": keys, "values": values, "biases": biases}
-
-
-model_saver = ModelSaver

@@ -17,7 +17,7 @@ presets, the training loop, and the class-distance tracker.
     _tracker      DistanceTracker: class-pair cosine distances per layer
 """
 
-from ._dense import DenseLayer, DenseLinearLayer, DenseReluLayer, DenseSoftmaxLayer
+from ._dense import DENSE_LAYERS, DenseLayer, DenseLinearLayer, DenseReluLayer, DenseSoftmaxLayer
 from ._layer import Layer
 from ._losses import loss_and_gradient
 from ._model import Model
@@ -31,12 +31,12 @@ from ._optimizers import (
     SGDOptimizer,
 )
 from ._presets import documentation_model
-from ._sparse import SparseLayer, SparseLinearLayer, SparseReluLayer, SparseSoftmaxLayer
+from ._sparse import SPARSE_LAYERS, SparseLayer, SparseLinearLayer, SparseReluLayer, SparseSoftmaxLayer
 from ._tracker import DistanceTracker
 from ._training import History, fit
 
 __all__ = [
-    "AdadadOptimizer", "AdamOptimizer", "DenseLayer", "DenseLinearLayer", "DenseReluLayer", "DenseSoftmaxLayer",
+    "DENSE_LAYERS", "SPARSE_LAYERS", "AdadadOptimizer", "AdamOptimizer", "DenseLayer", "DenseLinearLayer", "DenseReluLayer", "DenseSoftmaxLayer",
     "DistanceTracker", "History", "Layer", "MadadadOptimizer", "Model", "Optimizer", "SGDOptimizer",
     "SelectedAdamOptimizer", "SelectedSGDOptimizer", "SparseLayer", "SparseLinearLayer", "SparseReluLayer",
     "SparseSoftmaxLayer", "documentation_model", "fit", "loss_and_gradient",

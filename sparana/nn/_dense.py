@@ -31,6 +31,7 @@ class DenseLayer(Layer):
 
     @property
     def nnz(self):
+        """Number of weights in the matrix, pruned ones included (they are stored as zeros)."""
         return int(self._weights.size)
 
     @property

@@ -113,6 +113,7 @@ class Layer:
 
     @property
     def has_parameters(self):
+        """Whether the layer holds weights and biases yet."""
         return self._biases is not None
 
     @property

@@ -77,10 +77,12 @@ class Model:
     # -------------------------------------------------------------- properties
     @property
     def layers(self):
+        """The layer objects, input side first (surgery may replace them)."""
         return self._layers
 
     @property
     def depth(self):
+        """Number of layers."""
         return len(self._layers)
 
     @property
@@ -89,14 +91,17 @@ class Model:
 
     @property
     def comp_type(self):
+        """'CPU' or 'GPU': the backend the arrays live on."""
         return self.backend.comp_type
 
     @property
     def dtype(self):
+        """The float type of every array (numpy.float32 or numpy.float64)."""
         return self.backend.dtype
 
     @property
     def dropout(self):
+        """The fraction dropped while training (None: no dropout); a layer may override it."""
         return self._dropout
 
     @property
@@ -107,6 +112,7 @@ class Model:
 
     @property
     def num_classes(self):
+        """Units of the last layer: the number of classes."""
         return self._layers[-1].size
 
     @property

@@ -45,10 +45,12 @@ class SparseLayer(Layer):
 
     @property
     def pattern(self):
+        """The :class:`~sparana.kernels.SparsePattern` (index arrays) of the stored entries."""
         return self._pattern
 
     @property
     def nnz(self):
+        """Number of stored weights."""
         return self._pattern.nnz
 
     @property

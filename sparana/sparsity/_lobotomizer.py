@@ -31,11 +31,10 @@ class Lobotomizer(StatisticsMixin):
     * ``'ranked'`` (default): they are ranked like any other weight, so they go
       first. They do nothing on the data, so removing them costs nothing there,
       and a sparsity counts every weight still stored.
-    * ``'skipped'``: the original's behaviour (its statistics were sparse
-      matrices without the zero entries). They are never pruned and not
-      counted: ``prune_ratio`` is a fraction of the weights with a non-zero
-      statistic, and a per-layer target counts them as already pruned, so the
-      layer keeps more stored weights than its target says.
+    * ``'skipped'``: they are never pruned and not counted: ``prune_ratio`` is
+      a fraction of the weights with a non-zero statistic, and a per-layer
+      target counts them as already pruned, so the layer keeps more stored
+      weights than its target says.
     """
 
     def __init__(self, model, seed=None, zero_statistics="ranked"):
