@@ -122,7 +122,7 @@ class ModelMixer:
     @staticmethod
     def _store(slots, entry, replace, what):
         """Append ``entry`` (``replace`` None or -1), or overwrite slot ``replace``."""
-        if replace is None or (replace == -1 and not isinstance(replace, bool)):
+        if replace is None or is_integer(replace, -1, -1):
             slots.append(entry)
             return len(slots) - 1
         slots[_check_index("replace", replace, len(slots), what)] = entry

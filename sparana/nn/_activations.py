@@ -8,7 +8,8 @@ Each activation is a small object that knows
 * what a unit with no incoming weights outputs, the constant its bias gives (``constant``), which
   surgery folds into the next layer; ``per_unit`` is False where the units cannot be taken apart
   (softmax normalises over all of them);
-* whether its outputs are the ones dropout drops (``output_dropout``: ReLU layers).
+* whether its outputs are the ones dropout drops (``output_dropout``: ReLU layers), and whether
+  they are class probabilities already (``probabilities``: softmax).
 
 Arrays are feature-major, (units, batch), on either backend.
 """
@@ -28,6 +29,7 @@ class Activation:
     relu = False  # applied by the product kernels with the bias
     per_unit = True
     output_dropout = False
+    probabilities = False
 
     def __repr__(self):
         return f"<activation {self.name!r}>"
@@ -69,6 +71,7 @@ class Softmax(Activation):
 
     name = "softmax"
     per_unit = False
+    probabilities = True
 
     def forward(self, z):
         xp = array_module(z)

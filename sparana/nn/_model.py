@@ -173,7 +173,7 @@ class Model:
     def softmax_output(self, inputs):
         """Softmax probabilities of the outputs (the outputs themselves for a softmax head)."""
         outputs = self.outputs(inputs)
-        if self._layers[-1].act.name == "softmax":
+        if self._layers[-1].act.probabilities:
             return outputs
         xp = self.backend.xp
         exp = xp.exp(outputs - outputs.max(axis=1, keepdims=True))
