@@ -221,3 +221,47 @@ def test_the_experimental_rules_update_only_the_indexed_entries():
     assert np.array_equal(w[rest], before[rest])
     np.testing.assert_allclose(accumulator, -np.sign(g[index]))
     np.testing.assert_allclose(w[index], before[index] - 0.1 * g[index] * 1.0)
+
+
+def test_the_gpu_updates_fuse_the_same_rules(monkeypatch):
+    """gpu.py's plumbing on the CPU: a stand-in for CuPy whose fuse, like cupy.fuse, takes only arrays
+    and scalars, and whose array functions are NumPy's."""
+    import sys
+    import types
+
+    from sparana.kernels import gpu, rules
+
+    def fuse(kernel_name):
+        def decorate(function):
+            def kernel(*arguments):
+                assert all(isinstance(a, (np.ndarray, np.generic)) for a in arguments), "cupy.fuse takes no tuples"
+                return function(*arguments)
+            return kernel
+        return decorate
+
+    fake = types.ModuleType("cupy")
+    fake.fuse = fuse
+    for name in ("abs", "maximum", "minimum", "sign", "sqrt"):
+        setattr(fake, name, getattr(np, name))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    gpu._fused.cache_clear()
+    try:
+        rng = np.random.default_rng(2)
+        w, g = rng.standard_normal(40), rng.standard_normal(40)
+        index = np.flatnonzero(rng.random(40) < 0.5)
+        adam = rules.AdamStep(step_size=1e-2, beta1=0.9, beta2=0.999, epsilon=1e-8, clip=0.5, l2=1e-2)
+        sgd = rules.SGDStep(learning_rate=0.1, momentum=0.9, l1=1e-3, decay2=1e-3)
+        for name, states, step in (("adam_update", 2, adam), ("sgd_update", 1, sgd)):
+            results = []
+            for kernels in (cpu, gpu):
+                wk, state = w.copy(), [np.full(index.size, 0.5) for _ in range(states)]
+                getattr(kernels, name)(wk, g, *state, index, step)
+                results.append([wk, *state])
+            for on_gpu, on_cpu in zip(*results):
+                np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-12)
+        wk, velocity_free = w.copy(), w.copy()
+        gpu.sgd_update(wk, g, None, None, rules.SGDStep(learning_rate=0.1))
+        cpu.sgd_update(velocity_free, g, None, None, rules.SGDStep(learning_rate=0.1))
+        np.testing.assert_allclose(wk, velocity_free, rtol=1e-12)
+    finally:
+        gpu._fused.cache_clear()

@@ -16,8 +16,11 @@ __all__ = ["adam_update", "bias_activation", "relu_backward", "rule_update", "sd
 
 @functools.lru_cache(maxsize=None)
 def _fused(rule, states):
-    """``rule`` (with ``states`` state arrays) as one CuPy kernel: its ``xp`` functions taken from CuPy,
-    its arguments flat (cupy.fuse takes arrays and scalars, not the tuple of scalars)."""
+    """``rule`` (with ``states`` state arrays) as one CuPy kernel, called like the rule itself.
+
+    The rule's ``xp`` functions are taken from CuPy; cupy.fuse passes arrays and scalars only, so
+    the rule's tuple of scalars travels to the kernel as separate arguments.
+    """
     import cupy  # (this module imports without CuPy; its functions need it)
 
     on_cupy = rules.with_array_module(rule, cupy)
@@ -25,13 +28,13 @@ def _fused(rule, states):
     def flat(w, g, *arguments):
         return on_cupy(w, g, *arguments[:states], arguments[states:])
 
-    return cupy.fuse(kernel_name=f"sparana_{rule.__name__}")(flat)
+    kernel = cupy.fuse(kernel_name=f"sparana_{rule.__name__}")(flat)
+    return lambda w, g, *state_and_scalars: kernel(w, g, *state_and_scalars[:-1], *state_and_scalars[-1])
 
 
 def rule_update(rule, w, g, state, index, step):
     """One step of ``rule`` on ``w`` and its ``state``, in place, as one fused kernel (see generic.rule_update)."""
-    fused = _fused(rule, len(state))
-    generic.rule_update(lambda w, g, *rest: fused(w, g, *rest[:-1], *rest[-1]), w, g, state, index, step)
+    generic.rule_update(_fused(rule, len(state)), w, g, state, index, step)
 
 
 def adam_update(w, g, m, v, index, step, parallel=True):
