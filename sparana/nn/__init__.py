@@ -36,8 +36,8 @@ from ._tracker import DistanceTracker
 from ._training import History, fit
 
 __all__ = [
-    "DENSE_LAYERS", "SPARSE_LAYERS", "AdadadOptimizer", "AdamOptimizer", "DenseLayer", "DenseLinearLayer", "DenseReluLayer", "DenseSoftmaxLayer",
-    "DistanceTracker", "History", "Layer", "MadadadOptimizer", "Model", "Optimizer", "SGDOptimizer",
-    "SelectedAdamOptimizer", "SelectedSGDOptimizer", "SparseLayer", "SparseLinearLayer", "SparseReluLayer",
-    "SparseSoftmaxLayer", "documentation_model", "fit", "loss_and_gradient",
+    "DENSE_LAYERS", "SPARSE_LAYERS", "AdadadOptimizer", "AdamOptimizer", "DenseLayer", "DenseLinearLayer",
+    "DenseReluLayer", "DenseSoftmaxLayer", "DistanceTracker", "History", "Layer", "MadadadOptimizer", "Model",
+    "Optimizer", "SGDOptimizer", "SelectedAdamOptimizer", "SelectedSGDOptimizer", "SparseLayer", "SparseLinearLayer",
+    "SparseReluLayer", "SparseSoftmaxLayer", "documentation_model", "fit", "loss_and_gradient",
 ]
