@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 import types
 from dataclasses import dataclass
 
@@ -43,11 +44,17 @@ class Terms:
     decay1: float = 0.0
     decay2: float = 0.0
 
+    def __post_init__(self):
+        object.__setattr__(self, "_scalars", {})  # scalars() per dtype: a record serves every layer of a step
+
     def scalars(self, dtype):
         """The fields as a tuple of scalars of ``dtype``, in the order the rule unpacks them."""
-        dtype = np.dtype(dtype).type
-        clip, *values = (getattr(self, name) for name in _field_names(type(self)))
-        return (dtype(np.finfo(dtype).max if clip is None else clip), *map(dtype, values))
+        found = self._scalars.get(dtype)
+        if found is None:
+            kind = np.dtype(dtype).type
+            clip, *values = _fields(type(self))(self)
+            found = self._scalars[dtype] = (kind(np.finfo(kind).max if clip is None else clip), *map(kind, values))
+        return found
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,8 +127,9 @@ def adadad(w, g, accumulator, scalars):
 
 
 @functools.lru_cache(maxsize=None)
-def _field_names(record_type):
-    return tuple(field.name for field in dataclasses.fields(record_type))
+def _fields(record_type):
+    """A function giving a record's fields, in order, as a tuple."""
+    return operator.attrgetter(*(field.name for field in dataclasses.fields(record_type)))
 
 
 def with_array_module(rule, module):
