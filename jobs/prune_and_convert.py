@@ -17,7 +17,7 @@ import sys
 import time
 
 import sparana as sa
-from sparana._layers import DENSE_LAYERS
+from sparana.nn import DENSE_LAYERS
 
 
 def parse(argv=None):

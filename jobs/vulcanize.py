@@ -27,7 +27,7 @@ import tracemalloc
 import numpy as np
 
 import sparana as sa
-from sparana._vulcanizer import CONSOLIDATIONS, Vulcanizer
+from sparana.compose import CONSOLIDATIONS, Vulcanizer
 
 
 def parse(argv=None):

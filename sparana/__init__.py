@@ -1,131 +1,61 @@
 """Sparana: sparse neural network research on NumPy/CuPy, and experiments on Ray.
 
-The PEP 8 names are primary; the original documentation's names (``model``,
-``full_relu_layer``, ``adam_optimizer``...) are aliases of them, so that the
-original README's snippets run unchanged.
+The package, by concern (see docs/architecture.md):
+
+    nn/        the model: layers, Model, initialisation, losses, optimizers, presets, training loop
+    sparsity/  statistics, selection, pruning (Lobotomizer), parameter selection (ParameterSelector)
+    compose/   Vulcanizer (submodels split off and melded back), ModelMixer
+    io/        checkpoints, ModelSaver, job results; atomic writes
+    data/      MNIST, IDX, memory-mapped Arrow, loaders
+    kernels/   Numba (CPU) and CuPy (GPU) kernels, the optimizers' update rules
+    cluster/   Ray: workers, experiments, checkpoints and resume, metrics
+    compat.py  the original documentation's names (``model``, ``full_relu_layer``...)
+
+The PEP 8 names are primary; the original documentation's names are aliases of them, so that
+the original README's snippets run unchanged.
 """
 
-from . import _selection as parameter_selection
 from ._backend import Backend, BackendError, gpu_available, to_host
-from ._checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from ._columns import get_max_columns, get_normal_columns, get_random_columns
-from ._layers import DenseLayer, DenseLinearLayer, DenseReluLayer, DenseSoftmaxLayer, Layer
-from ._lobotomizer import Lobotomizer
-from ._losses import loss_and_gradient
-from ._mixer import ModelMixer
-from ._model import Model
-from ._optimizers import (
+from .compat import *  # noqa: F403  (the original documentation's names)
+from .compat import __all__ as _original_names
+from .compose import ModelMixer, SubmodelPlan, Vulcanizer
+from .data import DistributedLoader, Loader, SplitLoader, load_mnist
+from .io import Checkpoint, CheckpointError, ModelSaver, Results, load_checkpoint, read_checkpoint, save_checkpoint
+from .nn import (
     AdadadOptimizer,
     AdamOptimizer,
+    DenseLayer,
+    DenseLinearLayer,
+    DenseReluLayer,
+    DenseSoftmaxLayer,
+    DistanceTracker,
+    History,
+    Layer,
     MadadadOptimizer,
+    Model,
     Optimizer,
     SelectedAdamOptimizer,
     SelectedSGDOptimizer,
     SGDOptimizer,
+    SparseLayer,
+    SparseLinearLayer,
+    SparseReluLayer,
+    SparseSoftmaxLayer,
+    documentation_model,
+    fit,
+    loss_and_gradient,
 )
-from ._presets import documentation_model
-from ._results import Results
-from ._saver import ModelSaver
-from ._selector import ParameterSelector
-from ._sparse_layers import SparseLayer, SparseLinearLayer, SparseReluLayer, SparseSoftmaxLayer
-from ._tracker import DistanceTracker
-from ._training import History, fit
-from ._vulcanizer import SubmodelPlan, Vulcanizer
-from .data import DistributedLoader, Loader, SplitLoader, load_mnist
-
-# The original documentation's names.
-model = Model
-full_relu_layer = DenseReluLayer
-full_linear_layer = DenseLinearLayer
-full_softmax_layer = DenseSoftmaxLayer
-sparse_relu_layer = SparseReluLayer
-sparse_linear_layer = SparseLinearLayer
-sparse_softmax_layer = SparseSoftmaxLayer
-sgd_optimizer = SGDOptimizer
-adam_optimizer = AdamOptimizer
-selected_adam_optimizer = SelectedAdamOptimizer
-selected_sgd_optimizer = SelectedSGDOptimizer
-lobotomizer = Lobotomizer
-madadad_optimizer = MadadadOptimizer
-adadad_optimizer = AdadadOptimizer
-loader = Loader
-model_saver = ModelSaver
-model_mixer = ModelMixer
-parameter_selector = ParameterSelector
-vulcanizer = Vulcanizer
-distance_tracker = DistanceTracker
-split_loader = SplitLoader
-distributed_loader = DistributedLoader
+from .sparsity import Lobotomizer, ParameterSelector, get_max_columns, get_normal_columns, get_random_columns
 
 __all__ = [
-    "AdadadOptimizer",
-    "AdamOptimizer",
-    "Backend",
-    "BackendError",
-    "Checkpoint",
-    "CheckpointError",
-    "DenseLayer",
-    "DenseLinearLayer",
-    "DenseReluLayer",
-    "DenseSoftmaxLayer",
-    "DistanceTracker",
-    "DistributedLoader",
-    "History",
-    "Layer",
-    "Loader",
-    "Lobotomizer",
-    "MadadadOptimizer",
-    "Model",
-    "ModelMixer",
-    "ModelSaver",
-    "Optimizer",
-    "ParameterSelector",
-    "Results",
-    "SelectedAdamOptimizer",
-    "SelectedSGDOptimizer",
-    "SGDOptimizer",
-    "SparseLayer",
-    "SparseLinearLayer",
-    "SparseReluLayer",
-    "SparseSoftmaxLayer",
-    "SplitLoader",
-    "SubmodelPlan",
-    "Vulcanizer",
-    "adadad_optimizer",
-    "adam_optimizer",
-    "distance_tracker",
-    "distributed_loader",
-    "documentation_model",
-    "fit",
-    "full_linear_layer",
-    "full_relu_layer",
-    "full_softmax_layer",
-    "get_max_columns",
-    "get_normal_columns",
-    "get_random_columns",
-    "gpu_available",
-    "load_checkpoint",
-    "load_mnist",
-    "loader",
-    "lobotomizer",
-    "loss_and_gradient",
-    "madadad_optimizer",
-    "model",
-    "model_mixer",
-    "model_saver",
-    "parameter_selection",
-    "parameter_selector",
-    "read_checkpoint",
-    "save_checkpoint",
-    "selected_adam_optimizer",
-    "selected_sgd_optimizer",
-    "sgd_optimizer",
-    "sparse_linear_layer",
-    "sparse_relu_layer",
-    "sparse_softmax_layer",
-    "split_loader",
-    "to_host",
-    "vulcanizer",
+    "AdadadOptimizer", "AdamOptimizer", "Backend", "BackendError", "Checkpoint", "CheckpointError", "DenseLayer",
+    "DenseLinearLayer", "DenseReluLayer", "DenseSoftmaxLayer", "DistanceTracker", "DistributedLoader", "History",
+    "Layer", "Loader", "Lobotomizer", "MadadadOptimizer", "Model", "ModelMixer", "ModelSaver", "Optimizer",
+    "ParameterSelector", "Results", "SGDOptimizer", "SelectedAdamOptimizer", "SelectedSGDOptimizer", "SparseLayer",
+    "SparseLinearLayer", "SparseReluLayer", "SparseSoftmaxLayer", "SplitLoader", "SubmodelPlan", "Vulcanizer",
+    "documentation_model", "fit", "get_max_columns", "get_normal_columns", "get_random_columns", "gpu_available",
+    "load_checkpoint", "load_mnist", "loss_and_gradient", "read_checkpoint", "save_checkpoint", "to_host",
+    *_original_names,
 ]
 
 __version__ = "0.1.0"

@@ -89,7 +89,7 @@ def simulated_failure(*args, **kwargs):
 @pytest.mark.parametrize("writer", sorted(WRITERS))
 @pytest.mark.parametrize("failing", ["write", "interrupt", "fsync", "replace"])
 def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(writer, failing, tmp_path, monkeypatch):
-    from sparana import _atomic
+    from sparana.io import _atomic
 
     path = tmp_path / NAMES[writer]
     WRITERS[writer](path, 1)

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparana.kernels import SparsePattern, cpu, generic
+from sparana.kernels.rules import AdamStep, SGDStep
 
 
 MODES = ("plain", "parallel", "parallel on one thread")
@@ -123,7 +124,8 @@ def test_adam_update_matches_reference(params):
     n, indexed, clip, l1, l2, decay, seed = params
     w, g, index, k, rng = _update_inputs(n, indexed, seed)
     m, v = rng.standard_normal(k), rng.random(k)
-    args = (index, 1e-2, 0.9, 0.999, 1e-8, clip, l1, l2, decay / 2, decay)
+    args = (index, AdamStep(step_size=1e-2, beta1=0.9, beta2=0.999, epsilon=1e-8, clip=clip or None, l1=l1, l2=l2,
+                            decay1=decay / 2, decay2=decay))
     mode = MODES[seed % 3]
     w1, m1, v1 = w.copy(), m.copy(), v.copy()
     with kernel_mode(mode):
@@ -155,7 +157,8 @@ def test_sgd_update_matches_reference(params):
     sel = slice(None) if index is None else index
     for momentum in (0.0, 0.9):
         velocity = rng.standard_normal(k) if momentum else None
-        args = (index, 0.1, momentum, clip, l1, l2, decay / 2, decay)
+        args = (index, SGDStep(learning_rate=0.1, momentum=momentum, clip=clip or None, l1=l1, l2=l2,
+                               decay1=decay / 2, decay2=decay))
         w1, w2 = w.copy(), w.copy()
         v1 = None if velocity is None else velocity.copy()
         v2 = None if velocity is None else velocity.copy()
@@ -173,3 +176,92 @@ def test_sgd_update_matches_reference(params):
         if momentum:
             np.testing.assert_allclose(v1, gi, rtol=1e-12)
             np.testing.assert_allclose(v2, gi, rtol=1e-12)
+
+
+def test_the_cpu_kernels_compile_the_rules_written_once():
+    from sparana.kernels import rules
+
+    assert cpu._adam.py_func is rules.adam and cpu._sgd.py_func is rules.sgd
+
+
+def test_a_rule_rebound_to_another_array_module_computes_the_same():
+    """What the GPU kernels do before cupy.fuse traces a rule: its xp functions come from CuPy."""
+    from sparana.kernels import rules
+
+    called = []
+
+    class Recording:
+        def __getattr__(self, name):
+            called.append(name)
+            return getattr(np, name)
+
+    rng = np.random.default_rng(0)
+    w, g, m, v = rng.standard_normal((4, 50))
+    v = abs(v)
+    scalars = rules.AdamStep(step_size=1e-2, beta1=0.9, beta2=0.999, epsilon=1e-8, clip=0.5, l1=1e-3, l2=1e-2,
+                             decay1=1e-4, decay2=1e-3).scalars(np.float64)
+    expected = rules.adam(w, g, m, v, scalars)
+    got = rules.with_array_module(rules.adam, Recording())(w, g, m, v, scalars)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    assert {"minimum", "maximum", "sign", "sqrt"} <= set(called)
+
+
+def test_the_experimental_rules_update_only_the_indexed_entries():
+    from sparana.kernels import rules
+
+    rng = np.random.default_rng(1)
+    w, g = rng.standard_normal(30), rng.standard_normal(30)
+    index = np.flatnonzero(rng.random(30) < 0.5)
+    accumulator = np.zeros(index.size)
+    before = w.copy()
+    step = rules.MadadadStep(learning_rate=0.1, friction=0.5)
+    cpu.rule_update(rules.madadad, w, g, (accumulator,), index, step)
+    rest = np.setdiff1d(np.arange(30), index)
+    assert np.array_equal(w[rest], before[rest])
+    np.testing.assert_allclose(accumulator, -np.sign(g[index]))
+    np.testing.assert_allclose(w[index], before[index] - 0.1 * g[index] * 1.0)
+
+
+def test_the_gpu_updates_fuse_the_same_rules(monkeypatch):
+    """gpu.py's plumbing on the CPU: a stand-in for CuPy whose fuse, like cupy.fuse, takes only arrays
+    and scalars, and whose array functions are NumPy's."""
+    import sys
+    import types
+
+    from sparana.kernels import gpu, rules
+
+    def fuse(kernel_name):
+        def decorate(function):
+            def kernel(*arguments):
+                assert all(isinstance(a, (np.ndarray, np.generic)) for a in arguments), "cupy.fuse takes no tuples"
+                return function(*arguments)
+            return kernel
+        return decorate
+
+    fake = types.ModuleType("cupy")
+    fake.fuse = fuse
+    for name in ("abs", "maximum", "minimum", "sign", "sqrt"):
+        setattr(fake, name, getattr(np, name))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    gpu._fused.cache_clear()
+    try:
+        rng = np.random.default_rng(2)
+        w, g = rng.standard_normal(40), rng.standard_normal(40)
+        index = np.flatnonzero(rng.random(40) < 0.5)
+        adam = rules.AdamStep(step_size=1e-2, beta1=0.9, beta2=0.999, epsilon=1e-8, clip=0.5, l2=1e-2)
+        sgd = rules.SGDStep(learning_rate=0.1, momentum=0.9, l1=1e-3, decay2=1e-3)
+        for name, states, step in (("adam_update", 2, adam), ("sgd_update", 1, sgd)):
+            results = []
+            for kernels in (cpu, gpu):
+                wk, state = w.copy(), [np.full(index.size, 0.5) for _ in range(states)]
+                getattr(kernels, name)(wk, g, *state, index, step)
+                results.append([wk, *state])
+            for on_gpu, on_cpu in zip(*results):
+                np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-12)
+        wk, velocity_free = w.copy(), w.copy()
+        gpu.sgd_update(wk, g, None, None, rules.SGDStep(learning_rate=0.1))
+        cpu.sgd_update(velocity_free, g, None, None, rules.SGDStep(learning_rate=0.1))
+        np.testing.assert_allclose(wk, velocity_free, rtol=1e-12)
+    finally:
+        gpu._fused.cache_clear()

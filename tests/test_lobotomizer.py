@@ -7,8 +7,8 @@ import pytest
 
 import sparana as sa
 from conftest import build_model
-from sparana import _pruning as pruning
-from sparana._lobotomizer import Lobotomizer
+from sparana.sparsity import _pruning as pruning
+from sparana.sparsity._lobotomizer import Lobotomizer
 
 
 def present(layer):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import build_model
-from sparana import _statistics as statistics
-from sparana._mixer import ModelMixer
+from sparana.sparsity import _statistics as statistics
+from sparana.compose._mixer import ModelMixer
 
 SIZES = [6, 5, 4, 3]
 ACTIVATIONS = ["relu", "relu", "linear"]

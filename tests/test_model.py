@@ -58,7 +58,7 @@ def test_large_batches_are_evaluated_in_chunks(rng, monkeypatch):
     model = build_model([5, 4, 3], ["relu", "linear"])
     x = rng.random((50, 5))
     whole = model.outputs(x)
-    monkeypatch.setattr("sparana._model.EVAL_CHUNK", 7)
+    monkeypatch.setattr("sparana.nn._model.EVAL_CHUNK", 7)
     np.testing.assert_allclose(model.outputs(x), whole, rtol=1e-12)
 
 

@@ -228,7 +228,7 @@ class _MovedBackend(sa.Backend):
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_optimizer_state_moves_with_the_model(sparse, rng, monkeypatch):
-    from sparana import _model
+    from sparana.nn import _surgery
 
     model = build_model([6, 8, 3], ["relu", "linear"], sparse=sparse)
     opt = sa.AdamOptimizer(model, 0.01)
@@ -237,7 +237,7 @@ def test_optimizer_state_moves_with_the_model(sparse, rng, monkeypatch):
         opt.train_step(x, y)
     before = opt.state_arrays()
     versions = [layer.version for layer in model.layers]
-    monkeypatch.setattr(_model, "Backend", _MovedBackend)
+    monkeypatch.setattr(_surgery, "Backend", _MovedBackend)
     model.convert_comp_type("CPU")
     assert all(layer.version > v for layer, v in zip(model.layers, versions))  # optimizers see the move
     for i, kind in list(opt._slots):

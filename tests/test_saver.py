@@ -12,9 +12,10 @@ from safetensors.numpy import save as st_save
 
 import sparana as sa
 from conftest import build_model
-from sparana import _checkpoint, _saver
-from sparana._checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from sparana._saver import ModelSaver, model_saver
+from sparana.io import _checkpoint, _description, _safetensors, _saver
+from sparana.io._checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from sparana.compat import model_saver
+from sparana.io._saver import ModelSaver
 
 SIZES = [6, 8, 5, 3]
 ACTIVATIONS = ["relu", "relu", "linear"]
@@ -433,7 +434,7 @@ def test_sparse_parameter_files_are_not_checkpoints(tmp_path):
 
 
 def test_the_modules_never_unpickle():
-    for module in (_checkpoint, _saver):
+    for module in (_checkpoint, _description, _safetensors, _saver):
         source = Path(module.__file__).read_text()
         assert "import pickle" not in source and "np.load(" not in source and "allow_pickle" not in source
 

@@ -1,11 +1,11 @@
-"""The selection helpers (sparana._selection) against plain sorts and loops."""
+"""The selection helpers (sparana.sparsity._selection) against plain sorts and loops."""
 
 import math
 
 import numpy as np
 import pytest
 
-from sparana import _selection as sel
+from sparana.sparsity import _selection as sel
 
 
 def _with_nans(rng, shape, fraction=0.2):

@@ -8,7 +8,8 @@ from conftest import build_model
 
 import sparana as sa
 from sparana._backend import to_host
-from sparana._selector import ParameterSelector, parameter_selector
+from sparana.compat import parameter_selector
+from sparana.sparsity._selector import ParameterSelector
 
 SIZES = [12, 10, 8, 5]
 ACTIVATIONS = ["relu", "relu", "linear"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import build_model
-from sparana import _statistics as stats
+from sparana.sparsity import _statistics as stats
 
 
 def loop_activated(model, data, absolute):

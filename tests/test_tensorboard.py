@@ -9,7 +9,7 @@ import pytest
 import sparana as sa
 from conftest import build_model
 from sparana import cluster
-from sparana._tensorboard import (ScalarWriter, crc32c, decode_event, encode_event, frame, masked_crc32c,
+from sparana.io._tensorboard import (ScalarWriter, crc32c, decode_event, encode_event, frame, masked_crc32c,
                                   read_events, read_scalars, records)
 from sparana.data import MnistData
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import build_model
-from sparana._tracker import DistanceTracker, class_cosine_distances, distance_tracker
+from sparana.compat import distance_tracker
+from sparana.nn._tracker import DistanceTracker, class_cosine_distances
 
 
 def loop_distances(outputs, ids, classes):

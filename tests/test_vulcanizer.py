@@ -7,8 +7,8 @@ import pytest
 
 import sparana as sa
 from conftest import build_model
-from sparana._columns import get_max_columns, get_normal_columns, get_random_columns
-from sparana._vulcanizer import Vulcanizer
+from sparana.sparsity._columns import get_max_columns, get_normal_columns, get_random_columns
+from sparana.compose._vulcanizer import Vulcanizer
 
 SIZES = [9, 8, 7, 6, 4]
 ACTIVATIONS = ["relu", "relu", "relu", "linear"]

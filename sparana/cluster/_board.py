@@ -1,4 +1,4 @@
-"""TensorBoard scalars of an experiment's rounds (see :mod:`sparana._tensorboard`).
+"""TensorBoard scalars of an experiment's rounds (see :mod:`sparana.io._tensorboard`).
 
 An experiment named ``name`` with ``log_dir=`` writes one TensorBoard run for
 the driver and one per worker, so that TensorBoard draws the workers' curves
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numbers
 from pathlib import Path
 
-from .._tensorboard import ScalarWriter
+from ..io._tensorboard import ScalarWriter
 
 
 class RoundBoard:

@@ -18,7 +18,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .._checkpoint import CheckpointError, check_fields, is_integer, read_checkpoint, restore_layer, save_checkpoint
+from .._checks import is_integer
+from ..io._checkpoint import read_checkpoint, save_checkpoint
+from ..io._description import restore_layer
+from ..io._header import check_fields
+from ..io._safetensors import CheckpointError
 
 KIND = "sparana.experiment_round"
 # The header's ``extra`` entry of a round checkpoint: (what is expected, test) per key.

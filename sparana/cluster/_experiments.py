@@ -27,9 +27,9 @@ import numpy as np
 import ray
 from tqdm.auto import tqdm
 
-from .._lobotomizer import Lobotomizer
-from .._statistics import compute as compute_statistics
-from .._vulcanizer import Vulcanizer
+from ..sparsity._lobotomizer import Lobotomizer
+from ..sparsity._statistics import compute as compute_statistics
+from ..compose._vulcanizer import Vulcanizer
 from ..data import load_mnist, to_float
 from ._board import RoundBoard
 from ._checkpoints import RoundCheckpoints

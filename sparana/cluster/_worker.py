@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .._checkpoint import apply_layer_tensors, architecture_mismatch, describe_model, layer_tensors
-from .._checkpoint import model_from_description
-from .._optimizers import AdamOptimizer, SGDOptimizer
-from .._statistics import compute as compute_statistics
+from ..io._description import apply_layer_tensors, architecture_mismatch, describe_model, layer_tensors
+from ..io._description import model_from_description
+from ..nn._optimizers import AdamOptimizer, SGDOptimizer
+from ..sparsity._statistics import compute as compute_statistics
 from ..data import ArrowSplit, Loader, to_float
 from ._metrics import record_worker
 from ._reduce import combine, contribution

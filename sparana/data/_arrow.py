@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .._atomic import atomic_write
+from ..io._atomic import atomic_write
 from ._cache import cache_root, locked, sha256_file
 from ._fetch import MNIST_SHA256, fetch_mnist
 from ._idx import read_idx

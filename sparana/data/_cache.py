@@ -1,4 +1,4 @@
-"""The on-disk cache: where it lives, checksums, a cross-process lock (writes: sparana._atomic)."""
+"""The on-disk cache: where it lives, checksums, a cross-process lock (writes: sparana.io._atomic)."""
 
 from __future__ import annotations
 

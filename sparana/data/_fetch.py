@@ -21,7 +21,7 @@ import zlib
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
-from .._atomic import atomic_write
+from ..io._atomic import atomic_write
 from ._cache import cache_root, locked, sha256_file
 
 __all__ = [

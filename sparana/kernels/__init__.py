@@ -12,8 +12,12 @@ Every backend module provides the same functions with the same arguments:
     out = W.T @ grad.
 ``sddmm(pattern, grad, x, out)``
     out[p] = grad[row_p] . x[col_p], the gradient at the stored entries only.
-``adam_update(...)`` / ``sgd_update(...)``
-    fused, optionally index-restricted optimizer steps.
+``adam_update(w, g, m, v, index, step)`` / ``sgd_update(w, g, velocity, index, step)``
+    fused, optionally index-restricted optimizer steps; ``step`` is the rule's record of scalars.
+``rule_update(rule, w, g, state, index, step)``
+    the same for any rule of :mod:`.rules` (the experimental optimizers).
+
+:mod:`.rules` holds the optimizers' element-wise rules, written once for every backend.
 
 Activations are feature-major: arrays of shape (features, batch).
 """

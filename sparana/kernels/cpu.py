@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import types
+import zlib
 
 # Numba's OpenMP threads spin a short while after a kernel, then sleep: long
 # enough to make back-to-back kernels cheap to launch, short enough not to
@@ -29,6 +30,8 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
+from . import rules  # noqa: E402
+from .generic import rule_update  # noqa: E402,F401  (the experimental optimizers' rules)
 from .pattern import SparsePattern  # noqa: E402
 
 _OPTIONS = dict(fastmath=True, cache=True, nogil=True)
@@ -210,87 +213,70 @@ def sddmm(pattern: SparsePattern, grad, x, out):
     _SDDMM(pattern.nnz * grad.shape[1], pattern.indptr, pattern.indices, grad, x, out)
 
 
-# Optimizer steps. Each element is independent, so the loops split freely across
-# threads. ``index`` selects trained entries; the "all" variants train every one.
+# Optimizer steps: the rules of sparana.kernels.rules compiled for one entry, run over every entry
+# (or every indexed one). Each entry is independent, so the loops split freely across threads.
 
-@njit(inline="always", fastmath=True)
-def _gradient(w, g, clip, l1, l2):
-    if clip > 0:
-        g = min(max(g, -clip), clip)
-    if l2 != 0:
-        g += l2 * w
-    if l1 != 0:
-        g += l1 * np.sign(w)
-    return g
-
-
-@njit(inline="always", fastmath=True)
-def _adam_step(wi, gi, mi, vi, step, beta1, beta2, eps, clip, l1, l2, decay1, decay2):
-    """New (weight, first moment, second moment) of one entry."""
-    gi = _gradient(wi, gi, clip, l1, l2)
-    mi = beta1 * mi + (1 - beta1) * gi
-    vi = beta2 * vi + (1 - beta2) * gi * gi
-    return wi - (step * mi / (np.sqrt(vi) + eps) + decay2 * wi + decay1 * np.sign(wi)), mi, vi
+def _rules_version(*functions):
+    """A copy of each loop named after the rules' code: Numba's cache checks only this file, and
+    would otherwise keep serving the machine code of a rule edited since."""
+    code = repr([(r.__code__.co_code, r.__code__.co_consts, r.__code__.co_names) for r in (rules.adam, rules.sgd)])
+    tag = f"{zlib.crc32(code.encode()):08x}"
+    copies = []
+    for function in functions:
+        copy = types.FunctionType(function.__code__, function.__globals__, f"{function.__name__}_{tag}")
+        copy.__qualname__ = f"{function.__qualname__}_{tag}"
+        copies.append(copy)
+    return copies
 
 
-def _adam_all(w, g, m, v, step, beta1, beta2, eps, clip, l1, l2, decay1, decay2):
+# Inlined into the loops: a call that is not inlined keeps LLVM from vectorising them (3x slower).
+_adam = njit(inline="always", fastmath=True)(rules.adam)
+_sgd = njit(inline="always", fastmath=True)(rules.sgd)
+
+
+def _adam_all(w, g, m, v, scalars):
     for i in prange(w.size):
-        w[i], m[i], v[i] = _adam_step(w[i], g[i], m[i], v[i], step, beta1, beta2, eps, clip, l1, l2, decay1, decay2)
+        w[i], m[i], v[i] = _adam(w[i], g[i], m[i], v[i], scalars)
 
 
-def _adam_indexed(w, g, index, m, v, step, beta1, beta2, eps, clip, l1, l2, decay1, decay2):
+def _adam_indexed(w, g, index, m, v, scalars):
     for n in prange(index.size):
         i = index[n]
-        w[i], m[n], v[n] = _adam_step(w[i], g[i], m[n], v[n], step, beta1, beta2, eps, clip, l1, l2, decay1, decay2)
+        w[i], m[n], v[n] = _adam(w[i], g[i], m[n], v[n], scalars)
 
 
-_ADAM_ALL, _ADAM_INDEXED = _Kernel(_adam_all, plain_below=4096), _Kernel(_adam_indexed, plain_below=4096)
-
-
-def adam_update(w, g, m, v, index, step, beta1, beta2, eps, clip, l1, l2, decay1, decay2, parallel=True):
-    f = w.dtype.type
-    args = (f(step), f(beta1), f(beta2), f(eps), f(clip), f(l1), f(l2), f(decay1), f(decay2))
-    if index is None:
-        _ADAM_ALL(w.size, w, g, m, v, *args, parallel=parallel)
-    else:
-        _ADAM_INDEXED(index.size, w, g, index, m, v, *args, parallel=parallel)
-
-
-@njit(inline="always", fastmath=True)
-def _sgd_step(wi, gi, vi, lr, momentum, use_momentum, clip, l1, l2, decay1, decay2):
-    """New (weight, velocity) of one entry."""
-    gi = _gradient(wi, gi, clip, l1, l2)
-    if use_momentum:
-        gi = momentum * vi + gi
-    return wi - (lr * gi + decay2 * wi + decay1 * np.sign(wi)), gi
-
-
-def _sgd_all(w, g, velocity, lr, momentum, use_momentum, clip, l1, l2, decay1, decay2):
+def _sgd_all(w, g, velocity, use_momentum, scalars):
     for i in prange(w.size):
-        vi = velocity[i] if use_momentum else w[i]
-        w[i], vi = _sgd_step(w[i], g[i], vi, lr, momentum, use_momentum, clip, l1, l2, decay1, decay2)
+        w[i], vi = _sgd(w[i], g[i], velocity[i] if use_momentum else velocity[0], scalars)
         if use_momentum:
             velocity[i] = vi
 
 
-def _sgd_indexed(w, g, index, velocity, lr, momentum, use_momentum, clip, l1, l2, decay1, decay2):
+def _sgd_indexed(w, g, index, velocity, use_momentum, scalars):
     for n in prange(index.size):
         i = index[n]
-        vi = velocity[n] if use_momentum else w[i]
-        w[i], vi = _sgd_step(w[i], g[i], vi, lr, momentum, use_momentum, clip, l1, l2, decay1, decay2)
+        w[i], vi = _sgd(w[i], g[i], velocity[n] if use_momentum else velocity[0], scalars)
         if use_momentum:
             velocity[n] = vi
 
 
-_SGD_ALL, _SGD_INDEXED = _Kernel(_sgd_all, plain_below=4096), _Kernel(_sgd_indexed, plain_below=4096)
+_ADAM_ALL, _ADAM_INDEXED, _SGD_ALL, _SGD_INDEXED = (
+    _Kernel(loop, plain_below=4096) for loop in _rules_version(_adam_all, _adam_indexed, _sgd_all, _sgd_indexed))
 
 
-def sgd_update(w, g, velocity, index, lr, momentum, clip, l1, l2, decay1, decay2, parallel=True):
-    f = w.dtype.type
-    use_momentum = velocity is not None
-    velocity = velocity if use_momentum else w[:0]
-    args = (f(lr), f(momentum), use_momentum, f(clip), f(l1), f(l2), f(decay1), f(decay2))
+def adam_update(w, g, m, v, index, step, parallel=True):
+    scalars = step.scalars(w.dtype)
     if index is None:
-        _SGD_ALL(w.size, w, g, velocity, *args, parallel=parallel)
+        _ADAM_ALL(w.size, w, g, m, v, scalars, parallel=parallel)
     else:
-        _SGD_INDEXED(index.size, w, g, index, velocity, *args, parallel=parallel)
+        _ADAM_INDEXED(index.size, w, g, index, m, v, scalars, parallel=parallel)
+
+
+def sgd_update(w, g, velocity, index, step, parallel=True):
+    use_momentum = velocity is not None
+    velocity = velocity if use_momentum else np.zeros(1, dtype=w.dtype)  # without momentum: one zero for all
+    scalars = step.scalars(w.dtype)
+    if index is None:
+        _SGD_ALL(w.size, w, g, velocity, use_momentum, scalars, parallel=parallel)
+    else:
+        _SGD_INDEXED(index.size, w, g, index, velocity, use_momentum, scalars, parallel=parallel)

@@ -1,8 +1,8 @@
 """Kernels written once for any array module (NumPy or CuPy).
 
-This module is the GPU implementation (every call runs on CuPy arrays there)
-and, run on NumPy arrays, the plain reference that the Numba kernels of
-:mod:`sparana.kernels.cpu` are tested against. All kernels share one calling
+This module is the GPU implementation (every call runs on CuPy arrays there;
+:mod:`.gpu` fuses the optimizer rules) and, run on NumPy arrays, the plain
+reference that the Numba kernels of :mod:`sparana.kernels.cpu` are tested against. All kernels share one calling
 convention (see :mod:`sparana.kernels`): activations are feature-major
 (features x batch), results go into ``out`` arguments, updates are in place.
 """
@@ -13,6 +13,7 @@ import scipy.sparse
 
 from .._backend import array_module as _xp
 from .._backend import is_device_array
+from . import rules
 from .pattern import SparsePattern
 
 # Largest number of (non-zero x batch) products gathered at once by the SDDMM.
@@ -67,67 +68,34 @@ def sddmm(pattern: SparsePattern, grad, x, out):
         out[start:stop] = (grad[rows] * x[cols]).sum(axis=1)
 
 
-def _effective_gradient(w, g, clip, l1, l2):
-    xp = _xp(w)
-    if clip > 0:
-        g = xp.clip(g, -clip, clip)
-    if l2:
-        g = g + w.dtype.type(l2) * w
-    if l1:
-        g = g + w.dtype.type(l1) * xp.sign(w)
-    return g
+def rule_update(rule, w, g, state, index, step):
+    """One step of ``rule`` (see :mod:`.rules`) on the flat parameter ``w``, in place, as whole-array code.
 
-
-def _decoupled(w, decay1, decay2):
-    xp = _xp(w)
-    return decay2 * w + decay1 * xp.sign(w)
-
-
-def adam_update(w, g, m, v, index, step, beta1, beta2, eps, clip, l1, l2, decay1, decay2, parallel=True):
-    """One Adam step on the flat parameter ``w`` (in place).
-
-    ``index`` (or None for every entry) selects the trained entries of ``w`` and
-    ``g``; ``m`` and ``v`` hold one moment per trained entry. ``step`` is the
-    bias-corrected step size lr*sqrt(1-beta2^t)/(1-beta1^t); ``clip`` > 0 clips
-    the data gradient element-wise; ``l1``/``l2`` are coupled penalties (part of
-    the loss); ``decay1``/``decay2`` are the original's decoupled decays, already
-    multiplied by lr/B. ``parallel`` is a hint for the CPU kernels (ignored here).
+    ``index`` (or None for every entry) selects the trained entries of ``w`` and ``g``; each
+    array of ``state`` holds one value per trained entry and is updated in place; ``step`` is the
+    rule's record of scalars.
     """
-    dtype = w.dtype.type
     wi = w if index is None else w[index]
     gi = g if index is None else g[index]
-    gi = _effective_gradient(wi, gi, clip, l1, l2)
-    m *= dtype(beta1)
-    m += dtype(1 - beta1) * gi
-    v *= dtype(beta2)
-    v += dtype(1 - beta2) * gi * gi
-    delta = dtype(step) * m / (_xp(w).sqrt(v) + dtype(eps))
-    if decay1 or decay2:
-        delta += _decoupled(wi, dtype(decay1), dtype(decay2))
+    new_w, *new_state = rule(wi, gi, *state, step.scalars(w.dtype))
+    for array, new in zip(state, new_state):
+        array[...] = new
     if index is None:
-        w -= delta
+        w[...] = new_w
     else:
-        w[index] = wi - delta
+        w[index] = new_w
 
 
-def sgd_update(w, g, velocity, index, lr, momentum, clip, l1, l2, decay1, decay2, parallel=True):
-    """One SGD step (with heavy-ball momentum when ``velocity`` is given), in place.
+def adam_update(w, g, m, v, index, step, parallel=True):
+    """One Adam step (``step``: an :class:`~.rules.AdamStep`) with moments ``m`` and ``v``, in place.
 
-    velocity <- momentum * velocity + g;  w <- w - lr * velocity.  The other
-    arguments are those of :func:`adam_update`.
+    ``parallel`` is a hint for the CPU kernels (ignored here).
     """
-    dtype = w.dtype.type
-    wi = w if index is None else w[index]
-    gi = g if index is None else g[index]
-    gi = _effective_gradient(wi, gi, clip, l1, l2)
-    if velocity is not None:
-        velocity *= dtype(momentum)
-        velocity += gi
-        gi = velocity
-    delta = dtype(lr) * gi
-    if decay1 or decay2:
-        delta = delta + _decoupled(wi, dtype(decay1), dtype(decay2))
-    if index is None:
-        w -= delta
-    else:
-        w[index] = wi - delta
+    rule_update(rules.adam, w, g, (m, v), index, step)
+
+
+def sgd_update(w, g, velocity, index, step, parallel=True):
+    """One SGD step (``step``: an :class:`~.rules.SGDStep`), with momentum when ``velocity`` is given."""
+    if velocity is None:  # no momentum: the velocity starts at zero and is not kept
+        velocity = _xp(w).zeros(w.size if index is None else index.size, dtype=w.dtype)
+    rule_update(rules.sgd, w, g, (velocity,), index, step)

@@ -1,18 +1,47 @@
-"""GPU kernels: the array-module code of :mod:`sparana.kernels.generic` run on CuPy.
+"""GPU kernels: the array-module code of :mod:`sparana.kernels.generic` run on CuPy, with the
+optimizer rules of :mod:`sparana.kernels.rules` fused by ``cupy.fuse`` into one kernel each.
 
-cuSPARSE (through cupyx) does the sparse products; the element-wise updates
-are CuPy expressions. Kept separate from ``generic`` so that a hand-written
-CUDA kernel can replace any one of them without touching the rest.
+cuSPARSE (through cupyx) does the sparse products. Kept separate from ``generic`` so that a
+hand-written CUDA kernel can replace any one of them without touching the rest.
 """
 
-from .generic import (  # noqa: F401
-    adam_update,
-    bias_activation,
-    relu_backward,
-    sddmm,
-    sgd_update,
-    spmm,
-    spmm_t,
-)
+import functools
 
-__all__ = ["adam_update", "bias_activation", "relu_backward", "sddmm", "sgd_update", "spmm", "spmm_t"]
+from . import generic, rules
+from .generic import bias_activation, relu_backward, sddmm, spmm, spmm_t  # noqa: F401
+
+__all__ = ["adam_update", "bias_activation", "relu_backward", "rule_update", "sddmm", "sgd_update", "spmm",
+           "spmm_t"]
+
+
+@functools.lru_cache(maxsize=None)
+def _fused(rule, states):
+    """``rule`` (with ``states`` state arrays) as one CuPy kernel, called like the rule itself.
+
+    The rule's ``xp`` functions are taken from CuPy; cupy.fuse passes arrays and scalars only, so
+    the rule's tuple of scalars travels to the kernel as separate arguments.
+    """
+    import cupy  # (this module imports without CuPy; its functions need it)
+
+    on_cupy = rules.with_array_module(rule, cupy)
+
+    def flat(w, g, *arguments):
+        return on_cupy(w, g, *arguments[:states], arguments[states:])
+
+    kernel = cupy.fuse(kernel_name=f"sparana_{rule.__name__}")(flat)
+    return lambda w, g, *state_and_scalars: kernel(w, g, *state_and_scalars[:-1], *state_and_scalars[-1])
+
+
+def rule_update(rule, w, g, state, index, step):
+    """One step of ``rule`` on ``w`` and its ``state``, in place, as one fused kernel (see generic.rule_update)."""
+    generic.rule_update(_fused(rule, len(state)), w, g, state, index, step)
+
+
+def adam_update(w, g, m, v, index, step, parallel=True):
+    rule_update(rules.adam, w, g, (m, v), index, step)
+
+
+def sgd_update(w, g, velocity, index, step, parallel=True):
+    if velocity is None:  # no momentum: the velocity starts at zero and is not kept
+        velocity = generic._xp(w).zeros(w.size if index is None else index.size, dtype=w.dtype)
+    rule_update(rules.sgd, w, g, (velocity,), index, step)

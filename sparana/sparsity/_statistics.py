@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._backend import to_host
+from .._backend import to_host
 
 CRITERIA = ("absolute", "MAAV", "MAV", "negative", "positive")
 
@@ -109,7 +109,6 @@ def fan_out_ranks(model, statistics=None):
     """Rank (1 = smallest, ties by position) of each weight among its input unit's fan-out.
 
     ``statistics`` (default |W|) are ranked; non-candidates stay NaN and are not counted.
-    (The original gave the smallest entry rank 0, which made it unprunable.)
     """
     statistics = absolute_values(model) if statistics is None else statistics
     ranks = []
@@ -166,8 +165,8 @@ def compute(model, criterion="absolute", data=None):
 
 
 class StatisticsMixin:
-    """The original's statistics methods, shared by the lobotomizer, the parameter selector and the
-    vulcanizer: each computes one criterion, stores it in ``self.statistics`` and returns it."""
+    """The statistics methods of the lobotomizer, the parameter selector and the vulcanizer: each
+    computes one criterion, stores it in ``self.statistics`` and returns it."""
 
     model = None
     statistics = None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _pruning as pruning
-from ._backend import to_host
-from ._layers import check_ratio
+from .._backend import to_host
+from .._checks import check_ratio
 from ._selection import candidate_count
 from ._statistics import StatisticsMixin, absolute_values, check_statistics_list
 
@@ -31,11 +31,10 @@ class Lobotomizer(StatisticsMixin):
     * ``'ranked'`` (default): they are ranked like any other weight, so they go
       first. They do nothing on the data, so removing them costs nothing there,
       and a sparsity counts every weight still stored.
-    * ``'skipped'``: the original's behaviour (its statistics were sparse
-      matrices without the zero entries). They are never pruned and not
-      counted: ``prune_ratio`` is a fraction of the weights with a non-zero
-      statistic, and a per-layer target counts them as already pruned, so the
-      layer keeps more stored weights than its target says.
+    * ``'skipped'``: they are never pruned and not counted: ``prune_ratio`` is
+      a fraction of the weights with a non-zero statistic, and a per-layer
+      target counts them as already pruned, so the layer keeps more stored
+      weights than its target says.
     """
 
     def __init__(self, model, seed=None, zero_statistics="ranked"):

@@ -1,4 +1,4 @@
-"""How much to prune, kept apart from how weights are ranked (sparana._statistics).
+"""How much to prune, kept apart from how weights are ranked (:mod:`._statistics`).
 
 A pruning step is: statistics (one array per layer, NaN = not a candidate) ->
 a number of weights to remove per layer (from a ratio, a per-layer target
@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ._layers import check_ratio
+from .._checks import check_integer, check_ratio
 from ._selection import ranked, selection_count
 
 
@@ -45,7 +45,7 @@ def target_counts(layers, targets, present=None):
 
     The current sparsity counts as present the weights still stored, or
     ``present[i]`` when given. A target at or below the layer's current
-    sparsity removes nothing (the original pruned instead, bug 25).
+    sparsity removes nothing.
     """
     if len(targets) != len(layers):
         raise ValueError(f"one target sparsity (or None) per layer expected ({len(layers)}), got {len(targets)}")
@@ -76,6 +76,5 @@ def polynomial_schedule(final, steps, initial=0.0, power=3):
     """
     check_ratio("final sparsity", final)
     check_ratio("initial sparsity", initial)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    check_integer("steps", steps, low=1)
     return [final + (initial - final) * (1 - t / steps) ** power for t in range(1, steps + 1)]

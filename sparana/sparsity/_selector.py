@@ -10,13 +10,11 @@ needs least, plus the output weights of the new classes.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from . import _selection as selection
-from ._backend import to_host
-from ._layers import check_ratio
+from .._backend import to_host
+from .._checks import check_integer, check_ratio, is_integer
 from ._statistics import StatisticsMixin, absolute_values
 
 
@@ -69,9 +67,9 @@ class ParameterSelector(StatisticsMixin):
         """Select weights at random, biased towards the largest |statistic|.
 
         Ranks from the top are drawn from a half-normal of scale
-        ``std * candidates / 2`` without replacement (the original's
-        ``get_normal_high``): std = 0 is ``get_top``, a large std tends to
-        uniform. ``std`` is a fraction of the number of candidates.
+        ``std * candidates / 2`` without replacement (``get_normal_high``):
+        std = 0 is ``get_top``, a large std tends to uniform. ``std`` is a
+        fraction of the number of candidates.
         """
         if std is None:
             raise ValueError("get_top_gaussian needs std (the spread as a fraction of the candidates, e.g. 0.1)")
@@ -130,8 +128,7 @@ class ParameterSelector(StatisticsMixin):
         Returns the per-layer arrays of subset ids 0..n-1 (``values`` shape);
         ``subset=s`` in the selection methods then restricts them to subset s.
         """
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"the number of subsets must be a positive integer, got {n!r}")
+        n = check_integer("the number of subsets", n, low=1)
         self._subsets = [(self.rng.permutation(layer.values.size) % n).reshape(layer.values.shape)
                          for layer in self.model.layers]
         self._n_subsets = int(n)
@@ -148,7 +145,7 @@ class ParameterSelector(StatisticsMixin):
         if self._subsets is None:
             raise ValueError(f"subset={subset!r} needs initialize_subsets(n) first")
         n = self._n_subsets
-        if isinstance(subset, bool) or not isinstance(subset, numbers.Integral) or not 0 <= subset < n:
+        if not is_integer(subset, 0, n - 1):
             raise ValueError(f"subset must be an integer id in [0, {n}) (from initialize_subsets({n})), "
                              f"got {subset!r}")
         for i, (layer, ids) in enumerate(zip(self.model.layers, self._subsets)):
@@ -167,7 +164,7 @@ class ParameterSelector(StatisticsMixin):
         classes = list(output_class) if isinstance(output_class, (list, tuple, np.ndarray)) else [output_class]
         n = self.model.num_classes
         for c in classes:
-            if isinstance(c, bool) or not isinstance(c, numbers.Integral) or not 0 <= c < n:
+            if not is_integer(c, 0, n - 1):
                 raise ValueError(f"output class must be an integer in [0, {n}) (the last layer has {n} units), "
                                  f"got {c!r}")
         layer = self.model.layers[-1]
@@ -218,6 +215,3 @@ class ParameterSelector(StatisticsMixin):
             layer.training_mask = None
         self._ratios = [None] * self.model.depth
         self._output_classes = []
-
-
-parameter_selector = ParameterSelector

@@ -1,4 +1,4 @@
-"""Job results: a folder of JSON figures and PNG plots, each written atomically (sparana._atomic)."""
+"""Job results: a folder of JSON figures and PNG plots, each written atomically (:mod:`._atomic`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class Results:
 
     def save_json(self, name, data):
         """Write ``data`` as indented JSON, atomically."""
-        text = json.dumps(data, indent=2, default=_plain) + "\n"
+        text = json.dumps(data, indent=2, default=json_default) + "\n"
         return atomic_write(self.path(name), lambda handle: handle.write(text.encode()))
 
     def plot(self, name, panels, title=None):
@@ -53,7 +53,7 @@ def save_png(path, figure, dpi=100):
     return atomic_write(path, lambda handle: figure.savefig(handle, dpi=dpi, format="png"))
 
 
-def _plain(value):
+def json_default(value):
     """JSON for NumPy scalars and arrays."""
     if hasattr(value, "tolist"):
         return value.tolist()

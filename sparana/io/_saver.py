@@ -1,4 +1,5 @@
-"""ModelSaver (the original's ``model_saver``): snapshots, transfer learning, selected parameters, files.
+"""ModelSaver (``model_saver`` in the original documentation): snapshots, transfer learning, selected
+parameters, files.
 
 * An in-memory snapshot (host copies: dense weights or CSR, biases, prune and
   training masks) is taken by the constructor and by :meth:`ModelSaver.store_model`;
@@ -10,9 +11,9 @@
   (:meth:`~ModelSaver.store_sparse_parameters`) to be written back later
   (:meth:`~ModelSaver.restore_sparse_parameters`, the forgetting experiments'
   "un-forget"), or in a file.
-* Whole models go to checkpoint files (:mod:`sparana._checkpoint`); the
-  original's ``pickle_model`` / ``load_model`` names write and read that safe
-  format: nothing is pickled.
+* Whole models go to checkpoint files (:mod:`._checkpoint`); ``pickle_model`` /
+  ``load_model`` (the documentation's names) write and read that safe format:
+  nothing is pickled.
 
 Selected-parameter files: format ``sparana.sparse_parameters``, version 1
 --------------------------------------------------------------------------
@@ -32,31 +33,17 @@ without selected parameters or ``{"input_size", "size"}``.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from . import _initializers as init
-from ._backend import DTYPES, to_host
-from ._checkpoint import (
-    SPARSE_PARAMETERS_FORMAT,
-    VERSIONS,
-    CheckpointError,
-    check_fields,
-    check_names,
-    check_tensor,
-    header_json,
-    is_integer,
-    layer_spec,
-    layer_tensors,
-    load_checkpoint,
-    new_layer,
-    read_safetensors,
-    restore_layer,
-    save_checkpoint,
-    to_json,
-    write_safetensors,
-)
+from .._backend import DTYPES, to_host
+from .._checks import check_finite, check_integer
+from ..nn import _initializers as init
+from ..nn._keys import locate
+from ._checkpoint import load_checkpoint, save_checkpoint
+from ._description import layer_spec, layer_tensors, new_layer, restore_layer
+from ._header import POSITIVE_INTEGER, check_fields
+from ._safetensors import SPARSE_PARAMETERS_FORMAT, VERSIONS, CheckpointError, check_names, check_tensor, header_json
+from ._safetensors import read_safetensors, to_json, write_safetensors
 
 
 class ModelSaver:
@@ -118,11 +105,8 @@ class ModelSaver:
                 raise ValueError(f"layer {i}: the snapshot's weights are ({spec['input_size']}, {spec['size']}) "
                                  f"(n_in, n_out), new_model's layer is ({layer.input_size}, {layer.size})")
         head = new_model.layers[-1]
-        classes = head.size if output_classes is None else output_classes
-        if not isinstance(classes, numbers.Integral) or isinstance(classes, bool) or classes < 1:
-            raise ValueError(f"output_classes must be a positive integer, got {output_classes!r}")
-        if not isinstance(bias_constant, numbers.Real) or not np.isfinite(bias_constant):
-            raise ValueError(f"bias_constant must be a finite number, got {bias_constant!r}")
+        classes = check_integer("output_classes", head.size if output_classes is None else output_classes, low=1)
+        check_finite("bias_constant", bias_constant)
         for i, (spec, tensors) in enumerate(snapshot[:-1]):
             restore_layer(new_model, i, spec, tensors)
         fan_in = head.input_size
@@ -218,7 +202,7 @@ class ModelSaver:
                 raise ValueError(f"layer {i}: the selected parameters belong to an ({entry['input_size']}, "
                                  f"{entry['size']}) (n_in, n_out) layer, the model's layer is "
                                  f"({layer.input_size}, {layer.size})")
-            positions, found = _find(np.asarray(layer.value_keys()), entry["keys"])
+            positions, found = locate(layer.value_keys(), entry["keys"])
             if not found.all():
                 raise ValueError(f"layer {i}: {int((~found).sum())} of the {found.size} selected weights are "
                                  f"not stored in the sparse layer (another pattern, or pruned since)")
@@ -253,25 +237,15 @@ class ModelSaver:
         """Load a checkpoint file into the model (same architecture required); returns the model."""
         return load_checkpoint(path, self._model, optimizer)
 
-    # The original's names, now on the safe format.
+    # The documentation's names, on the safe format.
     pickle_model = save
     load_model = load
-
-
-def _find(keys, wanted):
-    """(positions of ``wanted`` in ``keys``, whether each was found); ``keys`` are distinct."""
-    if not keys.size:
-        return np.zeros(wanted.size, dtype=np.int64), np.zeros(wanted.size, dtype=bool)
-    order = np.argsort(keys, kind="stable")
-    positions = order[np.minimum(np.searchsorted(keys[order], wanted), keys.size - 1)]
-    return positions, keys[positions] == wanted
 
 
 def _read_selected(path, i, spec, tensors):
     """One layer's selected parameters read from a file, checked."""
     where = f"{path}, layer {i}"
-    check_fields(path, f"layers[{i}]", spec, {key: ("a positive integer", is_integer)
-                                              for key in ("input_size", "size")})
+    check_fields(path, f"layers[{i}]", spec, {key: POSITIVE_INTEGER for key in ("input_size", "size")})
     names = {name: f"layers.{i}.{name}" for name in ("keys", "values", "biases")}
     check_names(where, set(names.values()) & set(tensors), list(names.values()))
     keys, values, biases = (tensors[names[key]] for key in ("keys", "values", "biases"))
@@ -284,6 +258,3 @@ def _read_selected(path, i, spec, tensors):
     if keys.size and (keys.min() < 0 or keys.max() >= size or np.unique(keys).size != keys.size):
         raise CheckpointError(f"{where}: the keys must be distinct positions in [0, {size})")
     return {"input_size": spec["input_size"], "size": spec["size"], "keys": keys, "values": values, "biases": biases}
-
-
-model_saver = ModelSaver

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._layers import DenseLinearLayer, DenseReluLayer, DenseSoftmaxLayer
+from ._dense import DenseLinearLayer, DenseReluLayer, DenseSoftmaxLayer
 from ._model import Model
 
 DOCUMENTATION_SIZES = (784, 1000, 800, 400, 10)

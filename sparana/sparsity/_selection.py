@@ -2,18 +2,17 @@
 
 Every helper takes one array of any shape (a dense layer's (n_in, n_out)
 statistics, or a sparse layer's vector of stored entries) and returns a
-boolean mask of the same shape, True at the chosen entries. Given a list or
-tuple of arrays, it returns a list with one mask per array (the original's
-calling style). The original returned [row, col] coordinates instead; a mask
-is what a layer's ``training_mask`` needs, and ``np.argwhere(mask)`` gives the
-coordinates back.
+boolean mask of the same shape, True at the chosen entries (what a layer's
+``training_mask`` needs; ``np.argwhere(mask)`` gives coordinates). Given a list
+or tuple of arrays, it returns a list with one mask per array. This module is
+``sparana.parameter_selection``.
 
 Conventions shared by all of them:
 
 * NaN entries are not candidates: never chosen, and not counted.
 * A ``ratio`` chooses k = floor(ratio * number of candidates) entries; the
   product is rounded to 9 decimals before the floor, so 0.29 * 100 gives 29.
-  k = 0 chooses nothing (the original chose everything, bug 35).
+  k = 0 chooses nothing.
 * Ties are broken by position: among equal values the entry that comes first
   in C order wins, for the largest as for the smallest.
 * Random helpers take ``rng``: a seed or a ``numpy.random.Generator``.
@@ -23,11 +22,16 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 
 import numpy as np
 
-from ._layers import check_ratio
+from .._checks import check_ratio, check_std, is_integer
+
+__all__ = [
+    "candidate_count", "check_std", "get_k_biggest", "get_k_max", "get_k_min", "get_k_smallest", "get_maxs",
+    "get_negatives", "get_normal_high", "get_normal_low", "get_normal_split", "get_positives", "get_ratio_biggest",
+    "get_uniform", "get_zeros", "half_normal_ranks", "ranked", "selection_count",
+]
 
 
 def _each(function):
@@ -110,29 +114,18 @@ def get_k_biggest(values, ratio):
     return _k_ranked(values, ratio, descending=True, magnitude=True)
 
 
-def check_std(std):
-    """``std`` as a float, checked to be finite and >= 0."""
-    ok = isinstance(std, numbers.Real) and not isinstance(std, bool) and math.isfinite(std) and std >= 0
-    if not ok:
-        raise ValueError(f"std must be a finite number >= 0 (a fraction of the number of candidates), got {std!r}")
-    return float(std)
-
-
-
-
 def half_normal_ranks(n, k, std, rng=None):
     """k distinct ranks in [0, n), biased towards 0 by a half-normal of scale ``n * std / 2``.
 
-    The original drew rank = floor(|N(0, n * std / 2)|) again and again,
-    rejecting duplicates and ranks >= n, until it had k distinct ones, which
-    never ends when std is tiny (bug 36). This makes the same draw in one
-    pass: successive sampling without replacement, with each rank weighted by
-    the probability of its bin, done as a Gumbel top-k (equivalent, and it
-    always terminates). std = 0 gives the ranks 0..k-1; a large std tends to
-    a uniform choice. Returns the ranks sorted.
+    The distribution of drawing rank = floor(|N(0, n * std / 2)|) again and
+    again, rejecting duplicates and ranks >= n, until k distinct ones are found,
+    drawn in one pass: successive sampling without replacement, each rank
+    weighted by the probability of its bin, done as a Gumbel top-k (equivalent,
+    and it always terminates, however small std is). std = 0 gives the ranks
+    0..k-1; a large std tends to a uniform choice. Returns the ranks sorted.
     """
     std = check_std(std)
-    if not isinstance(n, numbers.Integral) or not isinstance(k, numbers.Integral) or not 0 <= k <= n:
+    if not (is_integer(n, 0) and is_integer(k, 0, n)):
         raise ValueError(f"0 <= k <= n integers expected, got n={n!r}, k={k!r}")
     scale = n * std / 2
     if k == 0 or scale == 0 or k == n:
@@ -164,8 +157,7 @@ def _normal(values, ratio, std, rng, descending):
 def get_normal_high(values, ratio, std, *, rng=None):
     """k random entries biased towards the largest |values|: half-normal ranks from the top.
 
-    ``std`` is a fraction of the number of candidates (the original's
-    ``std_ratio``); 0 gives exactly the k largest.
+    ``std`` is a fraction of the number of candidates; 0 gives exactly the k largest.
     """
     return _normal(values, ratio, std, rng, descending=True)
 
@@ -180,8 +172,7 @@ def get_normal_low(values, ratio, std, *, rng=None):
 def get_normal_split(values, ratio, std, *, rng=None):
     """Half of k from :func:`get_normal_low`, the rest from :func:`get_normal_high`, disjoint.
 
-    (A stub in the original; this is its stated intent.) The high half is
-    drawn among the entries the low half left, with the same spread.
+    The high half is drawn among the entries the low half left, with the same spread.
     """
     k = selection_count(values, ratio)
     order = ranked(values, magnitude=True)
@@ -196,7 +187,7 @@ def get_normal_split(values, ratio, std, *, rng=None):
 
 @_each
 def get_uniform(values, ratio, *, rng=None):
-    """k candidates chosen uniformly at random (a stub in the original)."""
+    """k candidates chosen uniformly at random."""
     k = selection_count(values, ratio)
     index = np.flatnonzero(~np.isnan(values.reshape(-1)))
     return _mask(values, np.random.default_rng(rng).choice(index, size=k, replace=False))
@@ -206,8 +197,8 @@ def get_uniform(values, ratio, *, rng=None):
 def get_ratio_biggest(values, ratio, random_ratio, *, rng=None):
     """A random fraction ``random_ratio`` of the top-``ratio`` entries by |value|.
 
-    (A stub in the original.) Top 10% with random_ratio 0.5 gives 5% of the
-    candidates: floor(random_ratio * k) of the k biggest, uniformly.
+    Top 10% with random_ratio 0.5 gives 5% of the candidates: floor(random_ratio * k)
+    of the k biggest, uniformly.
     """
     top = ranked(values, descending=True, magnitude=True)[:selection_count(values, ratio)]
     count = _fraction_of(top.size, random_ratio, "random_ratio")

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from .._checks import check_integer
+
 
 @dataclass
 class History:
@@ -52,8 +54,7 @@ def fit(optimizer, loader, batch_size, steps=None, epochs=None, evaluate_every=N
         raise ValueError("give exactly one of steps= or epochs=")
     if steps is None:
         steps = int(epochs * (loader.training_size // batch_size))
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    check_integer("steps", steps, low=1)
     evaluate_every = evaluate_every or steps
     batch_fn = batch_fn or loader.minibatch
     model = optimizer.model

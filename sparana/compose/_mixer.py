@@ -1,4 +1,4 @@
-"""The model mixer: combine the weights of several models of one architecture (spec section 6).
+"""The model mixer: combine the weights of several models of one architecture.
 
 Meant for models fine-tuned from a common training run, "so that the majority
 of parameters are the same". Add models (host copies of their weights and
@@ -12,8 +12,7 @@ them, and write a mix into a model of the same architecture (any backend):
 * ``importance_weighted_average``: the mean weighted by each model's
   statistic, falling back to the plain mean where every statistic is zero.
 
-Biases are mixed too (the original forgot them): ``average_all`` averages
-them; the two statistic-driven mixes give each unit the mean statistic of its
+Biases are mixed too: ``average_all`` averages them; the two statistic-driven mixes give each unit the mean statistic of its
 incoming weights as the importance of its bias (``replace_all`` takes the
 secondary's bias of the units that take more than half of their incoming
 weights from it).
@@ -27,14 +26,12 @@ NaN (the statistics module's "not a candidate") counts as zero importance.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from ._backend import to_host
-from ._layers import check_ratio
-from ._model import Model
-from ._statistics import absolute_values, maav
+from .._backend import to_host
+from .._checks import check_ratio, is_integer
+from ..nn._model import Model
+from ..sparsity._statistics import absolute_values, maav
 
 
 class _Architecture:
@@ -92,7 +89,7 @@ def _same_mask(a, b):
 
 
 def _check_index(name, value, count, what):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not 0 <= value < count:
+    if not is_integer(value, 0, count - 1):
         raise ValueError(f"{name} must be the index of one of the {count} {what}, got {value!r}")
     return int(value)
 
@@ -107,6 +104,7 @@ class ModelMixer:
 
     @property
     def model_count(self):
+        """Number of models added."""
         return len(self._parameters)
 
     @property
@@ -123,8 +121,8 @@ class ModelMixer:
 
     @staticmethod
     def _store(slots, entry, replace, what):
-        """Append ``entry`` (``replace`` None or the original's sentinel -1), or overwrite slot ``replace``."""
-        if replace is None or (replace == -1 and not isinstance(replace, bool)):
+        """Append ``entry`` (``replace`` None or -1), or overwrite slot ``replace``."""
+        if replace is None or is_integer(replace, -1, -1):
             slots.append(entry)
             return len(slots) - 1
         slots[_check_index("replace", replace, len(slots), what)] = entry
@@ -133,8 +131,7 @@ class ModelMixer:
     def add_model(self, model, replace=None):
         """Store host copies of ``model``'s weights and biases; returns its index.
 
-        ``replace``: None (or -1, the original's sentinel) appends; an index
-        overwrites that model.
+        ``replace``: None (or -1) appends; an index overwrites that model.
         """
         if replace is not None and replace != -1:
             _check_index("replace", replace, len(self._parameters), "models added")
@@ -166,10 +163,7 @@ class ModelMixer:
         return self._store(self._weight_stats, entry, replace, "statistics added")
 
     def add_MAAV_stats(self, model, data, replace=None):
-        """Add the MAAV statistic (mean over ``data`` of |a_j W_jk|) of ``model``; returns its slot.
-
-        (The original summed over the data; the mean ranks and weighs the same.)
-        """
+        """Add the MAAV statistic (mean over ``data`` of |a_j W_jk|) of ``model``; returns its slot."""
         self._check(model, "the model")
         return self.add_stats(maav(model, data), replace)
 
@@ -188,7 +182,7 @@ class ModelMixer:
         """
         slots = range(len(self._weight_stats)) if models is None or models is False else models
         slots = [_check_index("models entry", m, len(self._weight_stats), "statistics added") for m in slots]
-        zero = None if zero is False else zero  # the original's defaults were False
+        zero = None if zero is False else zero  # False: the documentation's way of saying None
         if zero is not None:
             check_ratio("zero", zero)
         for m in slots:

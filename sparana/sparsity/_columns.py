@@ -1,23 +1,21 @@
-"""Choosing units (columns of a weight matrix) for submodels: the column helpers of spec section 5.
+"""Choosing units (columns of a weight matrix) for submodels: the vulcanizer's selection types.
 
 Each chooser takes one 2-D host array in the dense (n_in, n_out) orientation,
 where NaN marks entries that are not there (pruned weights, entries missing
 from a sparse pattern), and returns the chosen column indices as an int64
 array, in the order they were found (the best first):
 
-* ``get_max_columns``: walk the entries in descending signed value and
-  collect the distinct columns in the order they appear (the original's
-  'max'): the units that own the largest single weights come first.
-* ``get_normal_columns``: the original's 'normal', a random choice biased
-  towards the top: draw an entry rank r = floor(|N(0, std * size / 2)|)
-  (a half-normal; ``std`` is a fraction of the number of entries), take the
-  entry of rank r from the top (rank 0 = the largest; the original's
-  off-by-one, bug 37, mapped r = 0 to the smallest), and collect distinct
-  columns. Draws that land on columns already found are ignored. The draws
-  are bounded: if they do not produce enough distinct columns (a tiny std
-  keeps hitting the same top entries, which made the original loop forever,
-  bug 36), the missing columns are taken deterministically in the 'max' order.
-* ``get_random_columns``: a uniform random choice.
+* ``get_max_columns`` ('max'): walk the entries in descending signed value and
+  collect the distinct columns in the order they appear: the units that own
+  the largest single weights come first.
+* ``get_normal_columns`` ('normal'): a random choice biased towards the top:
+  draw an entry rank r = floor(|N(0, std * size / 2)|) (a half-normal;
+  ``std`` is a fraction of the number of entries), take the entry of rank r
+  from the top (rank 0 = the largest), and collect distinct columns. Draws
+  that land on columns already found are ignored. The draws are bounded: if
+  they do not produce enough distinct columns (a tiny std keeps hitting the
+  same top entries), the missing columns are taken in the 'max' order.
+* ``get_random_columns`` ('random'): a uniform random choice.
 
 Ties are broken by position (the entry that comes first in C order wins).
 Columns with no entry at all come last, by index.
@@ -26,12 +24,11 @@ Columns with no entry at all come last, by index.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
-from scipy import special
 
-from ._selection import check_std, ranked
+from .._checks import check_std, is_integer
+from ._selection import ranked
 
 SELECTION_TYPES = ("max", "normal", "random")
 
@@ -48,7 +45,7 @@ def _as_matrix(array):
 
 def _check_count(matrix, columns):
     n_out = matrix.shape[1]
-    if not isinstance(columns, numbers.Integral) or isinstance(columns, bool) or not 0 <= columns <= n_out:
+    if not is_integer(columns, 0, n_out):
         raise ValueError(f"the number of columns must be an integer in [0, {n_out}] (the matrix has "
                          f"{n_out} columns), got {columns!r}")
     return int(columns)
@@ -78,6 +75,7 @@ def half_normal_draws(rng, scale, limit, count):
     """``count`` draws of floor(|N(0, scale)|) conditioned on being below ``limit`` (inverse CDF)."""
     if scale == 0:
         return np.zeros(count, dtype=np.int64)
+    from scipy import special  # a slow import, needed only here
     reach = special.erf(limit / (scale * math.sqrt(2)))  # P(|X| < limit)
     magnitude = scale * math.sqrt(2) * special.erfinv(rng.random(count) * reach)
     return np.minimum(np.floor(magnitude), limit - 1).astype(np.int64)

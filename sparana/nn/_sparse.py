@@ -1,9 +1,8 @@
 """Sparse layers: weights held in CSR, memory and time proportional to the stored entries.
 
-Weights are a CSR matrix of shape (n_out, n_in), the original's orientation.
-The forward pass is a sparse-dense product (SpMM), the weight gradient is
-computed only at the stored entries (SDDMM) and never as a dense matrix, and
-the input gradient is a transposed SpMM. The pattern never changes during
+Weights are a CSR matrix of shape (n_out, n_in). The forward pass is a sparse-dense product
+(SpMM), the weight gradient is computed only at the stored entries (SDDMM) and never as a dense
+matrix, and the input gradient is a transposed SpMM. The pattern never changes during
 training; :meth:`SparseLayer.keep_only` (pruning) is the only way to shrink it.
 """
 
@@ -12,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 
-from ._backend import csr_to_host, to_host
-from .kernels import SparsePattern
-from ._layers import Layer
+from .._backend import csr_to_host, to_host
+from ..kernels import SparsePattern
+from ._layer import Layer
 
 
 class SparseLayer(Layer):
@@ -46,10 +45,12 @@ class SparseLayer(Layer):
 
     @property
     def pattern(self):
+        """The :class:`~sparana.kernels.SparsePattern` (index arrays) of the stored entries."""
         return self._pattern
 
     @property
     def nnz(self):
+        """Number of stored weights."""
         return self._pattern.nnz
 
     @property
@@ -142,19 +143,19 @@ class SparseLayer(Layer):
 
 
 class SparseReluLayer(SparseLayer):
-    """Sparse layer with a ReLU activation (the original's ``sparse_relu_layer``)."""
+    """Sparse layer with a ReLU activation (``sparse_relu_layer`` in the original documentation)."""
 
     activation = "relu"
 
 
 class SparseLinearLayer(SparseLayer):
-    """Sparse layer with no activation (the original's ``sparse_linear_layer``)."""
+    """Sparse layer with no activation (``sparse_linear_layer``)."""
 
     activation = "linear"
 
 
 class SparseSoftmaxLayer(SparseLayer):
-    """Sparse layer with a softmax over its units (the original never built it)."""
+    """Sparse layer with a softmax over its units (``sparse_softmax_layer``)."""
 
     activation = "softmax"
 

@@ -1,18 +1,16 @@
-"""DistanceTracker (the original's ``distance_tracker``): how far apart the classes are at each layer.
+"""DistanceTracker: how far apart the classes are at each layer.
 
 Each :meth:`DistanceTracker.checkpoint` records, for every layer's output, a
 C x C matrix of mean cosine distances 1 - u.v / (|u| |v|) between samples:
 
 * cell (a, b), a != b: the mean over every pair of a sample of class a and a
   sample of class b (the matrix is symmetric);
-* diagonal cell (a, a): the mean over the pairs of *distinct* samples of class a
-  (the original also counted each sample with itself, pulling the diagonal
-  towards 0: spec bug 45).
+* diagonal cell (a, a): the mean over the pairs of *distinct* samples of class a.
 
 A sample whose output at a layer is all zeros (e.g. a ReLU layer where every
-unit is off) has no direction: it is left out of that layer's averages (the
-original produced NaN). A cell without any pair (a class missing from the
-batch, or a class with a single usable sample on the diagonal) is NaN.
+unit is off) has no direction: it is left out of that layer's averages. A cell
+without any pair (a class missing from the batch, or a class with a single
+usable sample on the diagonal) is NaN.
 
 The matrices come from matrix products, not per-pair loops: rows are
 normalised to unit length, the unit vectors are summed per class
@@ -23,13 +21,13 @@ O(batch * units * C) per layer, on the model's backend, in float64.
 
 from __future__ import annotations
 
-import numbers
 from pathlib import Path
 
 import numpy as np
 
-from ._backend import array_module, to_host
-from ._results import save_png
+from .._backend import array_module, to_host
+from .._checks import is_integer
+from ..io._results import save_png
 
 
 def class_cosine_distances(outputs, class_ids, num_classes):
@@ -105,7 +103,7 @@ class DistanceTracker:
 
     def _class(self, c):
         classes = self._model.num_classes
-        if not isinstance(c, numbers.Integral) or isinstance(c, bool) or not 0 <= c < classes:
+        if not is_integer(c, 0, classes - 1):
             raise ValueError(f"class indices must be integers in [0, {classes}), got {c!r}")
         return int(c)
 
@@ -113,7 +111,7 @@ class DistanceTracker:
         """Write a PNG heat map of one checkpoint's matrices, one panel per layer; returns the path."""
         if not self._cosines:
             raise ValueError("nothing to plot: call checkpoint(inputs, labels) first")
-        if not isinstance(checkpoint, numbers.Integral) or not -len(self._cosines) <= checkpoint < len(self._cosines):
+        if not is_integer(checkpoint, -len(self._cosines), len(self._cosines) - 1):
             raise ValueError(f"checkpoint must be an index in [{-len(self._cosines)}, {len(self._cosines)}), "
                              f"got {checkpoint!r}")
         from matplotlib import colormaps
@@ -136,6 +134,3 @@ class DistanceTracker:
         fig.suptitle(f"Mean cosine distance between classes (checkpoint {checkpoint % len(self._cosines)})")
         fig.tight_layout()
         return save_png(Path(path), fig)
-
-
-distance_tracker = DistanceTracker

@@ -1,47 +1,41 @@
-"""Optimizers: SGD (with momentum), Adam, the original's madadad and adadad, and selected training.
+"""Optimizers: SGD (with momentum), Adam, madadad and adadad, and selected training.
+
+Each optimizer's update rule is written once, for one entry, in :mod:`sparana.kernels.rules`; an
+optimizer turns its hyper-parameters into the rule's frozen record of scalars at every step and
+hands it to its backend's kernels (Numba loops on the CPU, fused CuPy kernels on the GPU).
 
 Every optimizer updates only the entries it may train:
 
 * pruned weights of a dense layer (its ``prune_mask``) never move, so they stay zero;
 * a sparse layer's pattern never changes: only its stored values are updated;
-* with ``selected=True`` (``SelectedAdamOptimizer``, ``SelectedSGDOptimizer``)
-  only the weights under each layer's ``training_mask`` move, bit for bit, and
-  the optimizer state (moments, velocities) exists only for those weights.
+* with ``selected=True`` (``SelectedAdamOptimizer``, ``SelectedSGDOptimizer``) only the weights
+  under each layer's ``training_mask`` move, bit for bit, and the optimizer state (moments,
+  velocities) exists only for those weights.
 
-Regularisation: ``l1_constant`` and ``l2_constant`` add l1*sum|W| + l2/2*sum W^2
-to the loss (``regularization='coupled'``, the default; biases are not
-penalised), or, with ``regularization='original'``, apply the original's
-decoupled decay W -= lr * (l2/B * W + l1/B * sign(W)) after each step (B the
-batch size, lr the base rate even inside Adam). As in the original (spec
-sections 3.3 to 3.7), Adam, madadad and adadad apply that decay to the biases
-too, b -= lr * (l2/B * b + l1/B * sign(b)), while SGD never decays its biases.
-(With l1 alone the original trained nothing at all, bug 15; here l1 alone
-decays what l1 and l2 together decay.) ``clip`` clips the data gradient
-element-wise to [-clip, clip] (the original Adam always clipped at 1).
+Regularisation: ``l1_constant`` and ``l2_constant`` add l1*sum|W| + l2/2*sum W^2 to the loss
+(``regularization='coupled'``, the default; biases are not penalised), or, with
+``regularization='original'``, apply a decoupled decay W -= lr * (l2/B * W + l1/B * sign(W))
+after each step (B the batch size, lr the base rate even inside Adam); Adam, madadad and adadad
+decay the biases the same way, SGD does not. ``clip`` clips the data gradient element-wise to
+[-clip, clip].
 
-``loss`` and ``reduction`` choose the loss and how it combines a batch
-('mean' or 'sum'; None: the loss's usual one), see :mod:`sparana._losses`.
+``loss`` and ``reduction`` choose the loss and how it combines a batch ('mean' or 'sum'; None:
+the loss's usual one), see :mod:`._losses`.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
-from ._backend import to_host
-from ._layers import check_ratio
+from .._backend import to_host
+from .._checks import check_positive, check_ratio
+from ..kernels import rules
+from ._keys import locate
 from ._losses import resolve_loss, resolve_reduction
 
 REGULARIZATIONS = ("coupled", "original")
-
-
-def _positive(name, value, allow_zero=False):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
-    return float(value)
 
 
 class _Slot:
@@ -62,35 +56,33 @@ def _remap(old_keys, old_values, new_keys, backend):
     old_values = backend.asarray(old_values)
     if np.array_equal(old_keys, new_keys):  # the same entries (e.g. the layer moved to another device)
         return old_values
-    order = np.argsort(old_keys, kind="stable")
-    sorted_keys = old_keys[order]
-    position = np.minimum(np.searchsorted(sorted_keys, new_keys), max(sorted_keys.size - 1, 0))
-    found = sorted_keys[position] == new_keys if sorted_keys.size else np.zeros(new_keys.size, bool)
+    positions, found = locate(old_keys, new_keys)
     result = backend.zeros(new_keys.size, dtype=old_values.dtype)
-    result[backend.asarray(np.flatnonzero(found))] = old_values[backend.asarray(order[position[found]])]
+    result[backend.asarray(np.flatnonzero(found))] = old_values[backend.asarray(positions[found])]
     return result
 
 
 class Optimizer:
-    """Shared training loop; subclasses define the per-array update and its state."""
+    """Shared training loop; a subclass names its rule and state, and builds the rule's record."""
 
+    rule = None  # the element-wise rule (sparana.kernels.rules) of the subclass
     state_names = ()
-    # Whether regularization='original' decays the biases too (the original's Adam, madadad and adadad did).
+    # Whether regularization='original' decays the biases too (Adam, madadad and adadad do).
     decays_biases = True
 
     def __init__(self, model, learning_rate, l1_constant=None, l2_constant=None, loss="cross_entropy",
                  regularization="coupled", clip=None, backward_layers=None, selected=False,
                  train_final_layer=False, train_biases=True, bitmasks=None, reduction=None):
         self.model = model
-        self.learning_rate = _positive("learning_rate", learning_rate)
-        self.l1 = 0.0 if l1_constant is None else _positive("l1_constant", l1_constant, allow_zero=True)
-        self.l2 = 0.0 if l2_constant is None else _positive("l2_constant", l2_constant, allow_zero=True)
+        self.learning_rate = check_positive("learning_rate", learning_rate)
+        self.l1 = 0.0 if l1_constant is None else check_positive("l1_constant", l1_constant, allow_zero=True)
+        self.l2 = 0.0 if l2_constant is None else check_positive("l2_constant", l2_constant, allow_zero=True)
         self.loss = resolve_loss(loss)
         self.reduction = resolve_reduction(self.loss, reduction)
         if regularization not in REGULARIZATIONS:
             raise ValueError(f"regularization must be one of {REGULARIZATIONS}, got {regularization!r}")
         self.regularization = regularization
-        self.clip = 0.0 if clip is None else _positive("clip", clip)
+        self.clip = 0.0 if clip is None else check_positive("clip", clip)
         if train_final_layer and backward_layers is None:
             backward_layers = 1
         model._first_trained(backward_layers)  # validates
@@ -111,20 +103,23 @@ class Optimizer:
         value = model.backprop(inputs, labels, self.loss, self.backward_layers, self.reduction)
         batch = np.shape(inputs)[0] if np.ndim(inputs) == 2 else 1
         self.steps += 1
-        self._begin_step()
-        coupled = self.regularization == "coupled"
-        l1, l2 = (self.l1, self.l2) if coupled else (0.0, 0.0)
-        decay1, decay2 = (0.0, 0.0) if coupled else (self.learning_rate * self.l1 / batch,
-                                                     self.learning_rate * self.l2 / batch)
-        bias_decay = (decay1, decay2) if self.decays_biases else (0.0, 0.0)
+        weight_terms, bias_terms = self._terms(batch)
+        weight_step, bias_step = self._record(weight_terms), self._record(bias_terms)
         for i in range(model._first_trained(self.backward_layers), model.depth):
             layer = model.layers[i]
-            slot = self._slot(i, layer, "weights")
-            self._update(layer.values.reshape(-1), layer.grad_weights.reshape(-1), slot, l1, l2, decay1, decay2)
+            self._update(layer.values.reshape(-1), layer.grad_weights.reshape(-1), self._slot(i, layer, "weights"),
+                         weight_step)
             if self.train_biases:
-                slot = self._slot(i, layer, "biases")
-                self._update(layer.biases, layer.grad_biases, slot, 0.0, 0.0, *bias_decay)
+                self._update(layer.biases, layer.grad_biases, self._slot(i, layer, "biases"), bias_step)
         return value
+
+    def _terms(self, batch):
+        """This step's terms (see sparana.kernels.rules.Terms) for the weights and for the biases."""
+        clip = self.clip or None
+        if self.regularization == "coupled":
+            return dict(clip=clip, l1=self.l1, l2=self.l2), dict(clip=clip)
+        decay = dict(clip=clip, decay1=self.learning_rate * self.l1 / batch, decay2=self.learning_rate * self.l2 / batch)
+        return decay, (decay if self.decays_biases else dict(clip=clip))
 
     def get_gradients(self, inputs, labels):
         """[(dL/dW, dL/db), ...] on a batch, with this optimizer's loss and penalties."""
@@ -177,9 +172,6 @@ class Optimizer:
             self._slot(i, self.model.layers[i], kind)
 
     # --------------------------------------------------------------- internals
-    def _begin_step(self):
-        pass
-
     def _trained_mask(self, i, layer):
         """Boolean mask of the entries of ``layer.values`` this optimizer trains, or None for all."""
         mask = layer.prune_mask
@@ -220,8 +212,14 @@ class Optimizer:
     def _state_names(self):
         return self.state_names
 
-    def _update(self, w, g, slot, l1, l2, decay1, decay2):
+    def _record(self, terms):
+        """The rule's frozen record of scalars for this step, from the ``terms`` of Terms."""
         raise NotImplementedError
+
+    def _update(self, w, g, slot, step):
+        """Apply the rule with the record ``step`` to the flat parameter ``w`` (the entries of ``slot``)."""
+        state = tuple(slot.state[name] for name in self._state_names())
+        self.model.backend.kernels.rule_update(self.rule, w, g, state, slot.index, step)
 
 
 class SGDOptimizer(Optimizer):
@@ -230,33 +228,34 @@ class SGDOptimizer(Optimizer):
     velocity <- momentum * velocity + g;  W <- W - lr * velocity.
     """
 
-    decays_biases = False  # the original's SGD never decayed its biases
+    rule = staticmethod(rules.sgd)
+    decays_biases = False
 
     def __init__(self, model, learning_rate, l1_constant=None, l2_constant=None, momentum=0.0, **options):
         super().__init__(model, learning_rate, l1_constant, l2_constant, **options)
-        self.momentum = _positive("momentum", momentum, allow_zero=True)
+        self.momentum = check_positive("momentum", momentum, allow_zero=True)
         if self.momentum >= 1:
             raise ValueError(f"momentum must be below 1, got {momentum!r}")
 
     def _state_names(self):
         return ("velocity",) if self.momentum else ()
 
-    def _update(self, w, g, slot, l1, l2, decay1, decay2):
-        kernels = self.model.backend.kernels
-        kernels.sgd_update(w, g, slot.state.get("velocity"), slot.index, self.learning_rate, self.momentum,
-                           self.clip, l1, l2, decay1, decay2, parallel=slot.layer.is_sparse)
+    def _record(self, terms):
+        return rules.SGDStep(learning_rate=self.learning_rate, momentum=self.momentum, **terms)
+
+    def _update(self, w, g, slot, step):
+        self.model.backend.kernels.sgd_update(w, g, slot.state.get("velocity"), slot.index, step,
+                                              parallel=slot.layer.is_sparse)
 
 
 class AdamOptimizer(Optimizer):
-    """Adam (Kingma and Ba) in the original's form.
+    """Adam (Kingma and Ba) with the bias correction folded into the step size.
 
-    The bias correction is folded into the step size,
-    lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t), and epsilon is added to
-    sqrt(v): W <- W - lr_t * m / (sqrt(v) + epsilon). The default epsilon is
-    1e-8 (the original's '10e-8' was 1e-7 by mistake); pass ``clip=1.0`` for
-    the original's element-wise gradient clipping.
+    lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t), and epsilon is added to sqrt(v):
+    W <- W - lr_t * m / (sqrt(v) + epsilon).
     """
 
+    rule = staticmethod(rules.adam)
     state_names = ("m", "v")
 
     def __init__(self, model, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8, l1_constant=None,
@@ -267,27 +266,25 @@ class AdamOptimizer(Optimizer):
         if beta1 >= 1 or beta2 >= 1:
             raise ValueError(f"beta1 and beta2 must be below 1, got {beta1!r} and {beta2!r}")
         self.beta1, self.beta2 = float(beta1), float(beta2)
-        self.epsilon = _positive("epsilon", epsilon)
-        self._step_size = 0.0
+        self.epsilon = check_positive("epsilon", epsilon)
 
-    def _begin_step(self):
+    def _record(self, terms):
         t = self.steps
-        self._step_size = self.learning_rate * math.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
+        step_size = self.learning_rate * math.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
+        return rules.AdamStep(step_size=step_size, beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon, **terms)
 
-    def _update(self, w, g, slot, l1, l2, decay1, decay2):
-        self.model.backend.kernels.adam_update(
-            w, g, slot.state["m"], slot.state["v"], slot.index, self._step_size, self.beta1, self.beta2,
-            self.epsilon, self.clip, l1, l2, decay1, decay2, parallel=slot.layer.is_sparse)
+    def _update(self, w, g, slot, step):
+        self.model.backend.kernels.adam_update(w, g, slot.state["m"], slot.state["v"], slot.index, step,
+                                               parallel=slot.layer.is_sparse)
 
 
 def SelectedAdamOptimizer(model, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8, l1_constant=None,
                           l2_constant=None, backward_layers=None, train_final_layer=False, **options):
     """Adam that trains only the weights under each layer's ``training_mask``.
 
-    Only the last ``backward_layers`` layers are trained; ``train_final_layer``
-    trains the whole final layer without a mask (alone, unless
-    ``backward_layers`` asks for more). Biases of the trained layers follow
-    ``train_biases`` (default True, as the original).
+    Only the last ``backward_layers`` layers are trained; ``train_final_layer`` trains the whole
+    final layer without a mask (alone, unless ``backward_layers`` asks for more). Biases of the
+    trained layers follow ``train_biases`` (default True).
     """
     return AdamOptimizer(model, learning_rate, beta1, beta2, epsilon, l1_constant, l2_constant,
                          backward_layers=backward_layers, train_final_layer=train_final_layer,
@@ -303,7 +300,7 @@ def SelectedSGDOptimizer(model, learning_rate, l1_constant=None, l2_constant=Non
 
 
 class _AcceleratingOptimizer(Optimizer):
-    """Element-wise xp code shared by the original's experimental madadad and adadad."""
+    """What madadad and adadad share: an accumulator per entry, slowed by a ``friction`` in [0, 1]."""
 
     state_names = ("accumulator",)
 
@@ -312,59 +309,35 @@ class _AcceleratingOptimizer(Optimizer):
         check_ratio("friction", friction)
         self.friction = float(friction)
 
-    def _update(self, w, g, slot, l1, l2, decay1, decay2):
-        xp = self.model.backend.xp
-        wi = w if slot.index is None else w[slot.index]
-        gi = g if slot.index is None else g[slot.index]
-        if self.clip:
-            gi = xp.clip(gi, -self.clip, self.clip)
-        gi = gi + l2 * wi + l1 * xp.sign(wi)
-        step = self._step(gi, slot.state["accumulator"]) + decay2 * wi + decay1 * xp.sign(wi)
-        if slot.index is None:
-            w -= step.astype(w.dtype, copy=False)
-        else:
-            w[slot.index] = wi - step
-
-    def _step(self, g, accumulator):
-        raise NotImplementedError
-
 
 class MadadadOptimizer(_AcceleratingOptimizer):
-    """"Gradients that keep moving in the same direction move faster" (spec section 3.4).
+    """"Gradients that keep moving in the same direction move faster".
 
-    Per entry, A counts (with friction f) the consecutive steps whose gradient
-    had the same sign: A <- f*A*[sign(A) = sign(-g)] + sign(-g); the step is
-    lr * g * |A|.
+    Per entry, A counts (with friction f) the consecutive steps whose gradient had the same sign:
+    A <- f*A*[sign(A) = sign(-g)] + sign(-g); the step is lr * g * |A|.
     """
 
-    def _step(self, g, accumulator):
-        xp = self.model.backend.xp
-        direction = -xp.sign(g)
-        accumulator *= (xp.sign(accumulator) == direction)
-        accumulator *= self.friction
-        accumulator += direction
-        return self.learning_rate * g * xp.abs(accumulator)
+    rule = staticmethod(rules.madadad)
+
+    def _record(self, terms):
+        return rules.MadadadStep(learning_rate=self.learning_rate, friction=self.friction, **terms)
 
 
 class AdadadOptimizer(_AcceleratingOptimizer):
-    """Element-wise heavy-ball momentum that resets on a change of direction (spec section 3.5).
+    """Element-wise heavy-ball momentum that resets on a change of direction.
 
-    W <- W - lr * (g + momentum * A); then A is zeroed where g * A < -epsilon
-    and A <- f*A + g. For the first 9 steps A stays zero (plain SGD).
-    ``momentum`` defaults to 1, the original's effective value.
+    W <- W - lr * (g + momentum * A); then A is zeroed where g * A < -epsilon and A <- f*A + g.
+    For the first 9 steps A stays zero (plain SGD). ``momentum`` defaults to 1.
     """
+
+    rule = staticmethod(rules.adadad)
 
     def __init__(self, model, learning_rate, friction, momentum=None, l1_constant=None, l2_constant=None,
                  epsilon=1e-7, **options):
         super().__init__(model, learning_rate, friction, l1_constant, l2_constant, **options)
-        self.momentum = 1.0 if momentum is None else _positive("momentum", momentum, allow_zero=True)
-        self.epsilon = _positive("epsilon", epsilon, allow_zero=True)
+        self.momentum = 1.0 if momentum is None else check_positive("momentum", momentum, allow_zero=True)
+        self.epsilon = check_positive("epsilon", epsilon, allow_zero=True)
 
-    def _step(self, g, accumulator):
-        step = self.learning_rate * (g + self.momentum * accumulator)
-        accumulator *= (g * accumulator > -self.epsilon)
-        accumulator *= self.friction
-        accumulator += g
-        if self.steps < 10:
-            accumulator[...] = 0
-        return step
+    def _record(self, terms):
+        return rules.AdadadStep(learning_rate=self.learning_rate, friction=self.friction, momentum=self.momentum,
+                                epsilon=self.epsilon, warm=float(self.steps >= 10), **terms)

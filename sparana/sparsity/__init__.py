@@ -1,0 +1,19 @@
+"""Sparsity: how important each weight is, which weights to pick, how many to prune, and pruning.
+
+    _statistics   per-weight statistics: |W|, MAAV, MAV, signed magnitudes, fan-out ranks
+    _selection    selection helpers on a statistics array (``sparana.parameter_selection``)
+    _columns      choosing units (columns) for submodels: 'max', 'normal', 'random'
+    _pruning      how much to prune per layer: ratios, target sparsities, schedules
+    _lobotomizer  Lobotomizer: pruning by a statistic
+    _selector     ParameterSelector: training masks for selected training
+
+How much to prune (``_pruning``) is kept apart from how weights are ranked (``_statistics``).
+"""
+
+from . import _selection as selection
+from ._columns import get_max_columns, get_normal_columns, get_random_columns
+from ._lobotomizer import Lobotomizer
+from ._selector import ParameterSelector
+
+__all__ = ["Lobotomizer", "ParameterSelector", "get_max_columns", "get_normal_columns", "get_random_columns",
+           "selection"]
