@@ -3,7 +3,8 @@
 The package, by concern (see docs/architecture.md):
 
     nn/        the model: layers, Model, initialisation, losses, optimizers, presets, training loop
-    sparsity/  statistics, selection, pruning (Lobotomizer), parameter selection (ParameterSelector)
+    sparsity/  statistics, selection, pruning (Lobotomizer), parameter selection (ParameterSelector),
+               rewiring (Rewirer: dynamic sparse training)
     compose/   Vulcanizer (submodels split off and melded back), ModelMixer
     io/        checkpoints, ModelSaver, job results; atomic writes
     data/      MNIST, IDX, memory-mapped Arrow, loaders
@@ -45,13 +46,13 @@ from .nn import (
     fit,
     loss_and_gradient,
 )
-from .sparsity import Lobotomizer, ParameterSelector, get_max_columns, get_normal_columns, get_random_columns
+from .sparsity import Lobotomizer, ParameterSelector, Rewirer, get_max_columns, get_normal_columns, get_random_columns
 
 __all__ = [
     "AdadadOptimizer", "AdamOptimizer", "Backend", "BackendError", "Checkpoint", "CheckpointError", "DenseLayer",
     "DenseLinearLayer", "DenseReluLayer", "DenseSoftmaxLayer", "DistanceTracker", "DistributedLoader", "History",
     "Layer", "Loader", "Lobotomizer", "MadadadOptimizer", "Model", "ModelMixer", "ModelSaver", "Optimizer",
-    "ParameterSelector", "Results", "SGDOptimizer", "SelectedAdamOptimizer", "SelectedSGDOptimizer", "SparseLayer",
+    "ParameterSelector", "Results", "Rewirer", "SGDOptimizer", "SelectedAdamOptimizer", "SelectedSGDOptimizer", "SparseLayer",
     "SparseLinearLayer", "SparseReluLayer", "SparseSoftmaxLayer", "SplitLoader", "SubmodelPlan", "Vulcanizer",
     "documentation_model", "fit", "get_max_columns", "get_normal_columns", "get_random_columns", "gpu_available",
     "load_checkpoint", "load_mnist", "loss_and_gradient", "read_checkpoint", "save_checkpoint", "to_host",

@@ -140,3 +140,56 @@ def test_a_malformed_round_checkpoint_header_is_refused_by_name(small, tmp_path,
     with pytest.raises(sa.CheckpointError, match=rf"malformed header: extra.*{field}"):
         run(small, 3, resume=bad, model=model)
     assert all(np.array_equal(layer.values, values) for layer, values in zip(model.layers, before))
+
+
+# ------------------------------------------------- rewiring between rounds (dynamic sparse training)
+def sparse_tiny_model(seed=0):
+    model = sa.Model(784, [sa.SparseReluLayer(24), sa.SparseReluLayer(16), sa.DenseLinearLayer(10)],
+                     comp_type="CPU", seed=seed, dtype="float64")
+    model.initialize_sparse_weights([0.2, 0.3, 1.0], bias_constant=0.1)
+    model.layers[2].prune_mask = None
+    return model
+
+
+def run_rewired(small, method, rounds, checkpoint=None, resume=None, seed=3):
+    pool = cluster.local_workers(2, seed=seed, data=small)
+    # end: the schedule of the 4-round run, also in the 2-round run that stands for one stopped after round 1
+    rewiring = cluster.Rewiring(method, fraction=0.3, every=1, end=4, samples=64, data=small.train)
+    return cluster.train_and_mix(sparse_tiny_model(), pool, rounds, 3, test=small.test, progress=False, name=method,
+                                 seed=seed, checkpoint=checkpoint, resume=resume, settings={"batch_size": 16},
+                                 rewire=rewiring)
+
+
+def patterns(model):
+    return [(layer.to_scipy().indptr.tolist(), layer.to_scipy().indices.tolist()) for layer in model.layers[:2]]
+
+
+@pytest.mark.parametrize("method", ["SET", "RigL"])
+def test_rewiring_between_rounds_is_seeded_checkpointed_and_resumable(method, small, tmp_path):
+    start = sparse_tiny_model()
+    whole = run_rewired(small, method, 4)
+    again = run_rewired(small, method, 4)
+    assert patterns(whole.model) == patterns(again.model)
+    assert [layer.nnz for layer in whole.model.layers] == [layer.nnz for layer in start.layers]
+    assert patterns(whole.model) != patterns(start)
+    assert [r.get("rewired", 0) > 0 for r in whole.rounds] == [False, True, True, True]
+    fractions = [r["rewire_fraction"] for r in whole.rounds[1:]]
+    assert fractions == pytest.approx([0.15 * (1 + np.cos(np.pi * r / 4)) for r in (1, 2, 3)])
+    path = tmp_path / "rewired.safetensors"
+    run_rewired(small, method, 2, checkpoint=path)
+    resumed = run_rewired(small, method, 4, checkpoint=path, resume=path)
+    assert resumed.resumed_from == 2
+    assert patterns(resumed.model) == patterns(whole.model)
+    for a, b in zip(whole.model.layers, resumed.model.layers):
+        assert np.array_equal(a.values, b.values) and np.array_equal(a.biases, b.biases)
+    assert [r["accuracy"] for r in resumed.rounds] == [r["accuracy"] for r in whole.rounds]
+
+
+def test_a_rewiring_spec_is_checked(small):
+    with pytest.raises(ValueError, match="method must be one of .* got 'random'"):
+        cluster.Rewiring("random")
+    with pytest.raises(ValueError, match="every must be a positive integer, got 0"):
+        cluster.Rewiring(every=0)
+    with pytest.raises(TypeError, match=r"rewire must be a cluster.Rewiring"):
+        cluster.train_and_mix(sparse_tiny_model(), cluster.local_workers(1, seed=0, data=small), 1, 1,
+                              rewire={"method": "SET"}, progress=False)

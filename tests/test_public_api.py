@@ -21,6 +21,8 @@ PUBLIC = [
     "parameter_selector", "read_checkpoint", "save_checkpoint", "selected_adam_optimizer", "selected_sgd_optimizer",
     "sgd_optimizer", "sparse_linear_layer", "sparse_relu_layer", "sparse_softmax_layer", "split_loader", "to_host",
     "vulcanizer",
+] + [  # added since: dynamic sparse training (issue 15)
+    "Rewirer",
 ]
 
 CLUSTER = [
@@ -30,6 +32,8 @@ CLUSTER = [
 ] + [  # added since the restructuring: the Grafana dashboard (issue 16), configs, sweeps and reports (14)
     "add_grafana_dashboard", "Config", "ConfigError", "ReportError", "SweepError", "build_model",
     "experiment_config", "load_config", "load_data", "run_experiment", "run_sweep", "write_report",
+] + [  # dynamic sparse training between rounds (issue 15)
+    "Rewiring",
 ]
 
 # The selection helpers of the original's parameter_selection module (``sa.parameter_selection``).

@@ -23,6 +23,7 @@ from ._init import ClusterError, ClusterInfo, init, is_local_mode, shutdown
 from ._placement import local_workers, ray_workers
 from ._pool import LocalPool, RayPool
 from ._report import ReportError, write_report
+from ._rewiring import Rewiring
 from ._runner import build_model, load_data, run_experiment
 from ._schema import ConfigError
 from ._sweep import SweepError, run_sweep
@@ -30,7 +31,7 @@ from ._worker import TrainSettings, WorkerCore, load_payload, model_payload
 
 __all__ = [
     "ClusterError", "ClusterInfo", "Config", "ConfigError", "ExperimentResult", "LocalPool", "Pruning", "RayPool",
-    "ReportError", "SweepError", "TrainSettings", "WorkerCore", "add_grafana_dashboard", "build_model", "experiment_config", "init",
+    "ReportError", "Rewiring", "SweepError", "TrainSettings", "WorkerCore", "add_grafana_dashboard", "build_model", "experiment_config", "init",
     "is_local_mode", "load_config", "load_data", "load_payload", "local_workers", "model_payload", "ray_workers",
     "run_experiment", "run_sweep", "shutdown", "train_and_mix", "vulcanize", "write_report",
 ]

@@ -37,6 +37,7 @@ from ._init import ClusterError, init
 from ._placement import ray_workers
 from ._metrics import record_driver
 from ._reduce import apply as apply_mix
+from ._rewiring import Rewiring, rewire_round
 from ._worker import TrainSettings, load_payload, model_payload
 
 MIXES = ("average", "importance")
@@ -92,7 +93,7 @@ class ExperimentResult:
 
 def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None, settings=None, test=None,
                   progress=True, name="train_and_mix", seed=None, statistics_samples=1000, checkpoint=None,
-                  resume=None, data=None, log_dir=None):
+                  resume=None, data=None, log_dir=None, rewire=None):
     """Federated-style training: every round each worker trains the master's weights on its shard for
     ``local_steps`` minibatches, and the driver mixes the results into the master.
 
@@ -105,17 +106,26 @@ def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None
     dict). ``test``: an ArrowSplit (default the test split of ``data``, or of
     MNIST). ``checkpoint``: a file to write after every round; ``resume``:
     such a file to continue from. ``log_dir``: a folder for TensorBoard
-    scalars of every round (under ``<log_dir>/<name>/``). Returns an
+    scalars of every round (under ``<log_dir>/<name>/``). ``rewire``: a
+    :class:`Rewiring` (dynamic sparse training: the driver rewires the master's
+    sparse layers before the rounds it names, see :mod:`._rewiring`). Returns an
     :class:`ExperimentResult`.
     """
     if mix not in MIXES:
         raise ValueError(f"mix must be one of {MIXES}, got {mix!r}")
+    if rewire is not None and not isinstance(rewire, Rewiring):
+        raise TypeError(f"rewire must be a cluster.Rewiring(...) (or None), got {type(rewire).__name__}")
     settings = _settings(settings)
     workers, owned = _pool(workers, seed, data)
     config = {"kind": "train_and_mix", "mix": mix, "local_steps": local_steps, "settings": settings.as_dict(),
               "prune": prune.as_dict() if prune else None, "statistics_samples": statistics_samples}
+    if rewire is not None:  # (only then: the configurations of earlier checkpoints stay as they were)
+        config["rewire"] = rewire.as_dict()
+
     def one_round(model, round_index):
         sparsity = _prune(model, prune, round_index) if prune else None
+        rewired = rewire_round(model, rewire, round_index, rounds, seed, None if data is None else data.train,
+                               settings.loss) if rewire else {}
         payload = model_payload(model)
         # each worker trains and weighs its own changes; the workers sum them among themselves
         wanted = ("MAAV", statistics_samples) if mix == "importance" else None
@@ -123,7 +133,7 @@ def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None
                                                                      wanted)] * len(workers))
         mixing = time.perf_counter()
         apply_mix(model, total)
-        extra = {"driver_bytes": workers.driver_bytes}
+        extra = {"driver_bytes": workers.driver_bytes, **rewired}
         if sparsity is not None:
             extra["sparsity"] = sparsity
         return outputs, mixing, extra

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from .._backend import Backend, to_host
@@ -48,6 +50,7 @@ class Model:
         self.rng = np.random.default_rng(seed)
         self.backend = Backend(comp_type, dtype)
         self._input_size = input_size
+        self._optimizers = weakref.WeakSet()  # the optimizers built for this model (a Rewirer finds them)
         self._bind_layers()
 
     def _bind_layers(self):
@@ -79,6 +82,11 @@ class Model:
     def layers(self):
         """The layer objects, input side first (surgery may replace them)."""
         return self._layers
+
+    @property
+    def optimizers(self):
+        """The optimizers built for this model that are still alive (oldest first is not promised)."""
+        return list(self._optimizers)
 
     @property
     def depth(self):
@@ -210,11 +218,13 @@ class Model:
             return list((top2[:, 1] / top2[:, 0]).astype(float))
 
     # ---------------------------------------------------------------- backward
-    def backprop(self, inputs, labels, loss="cross_entropy", backward_layers=None, reduction=None):
+    def backprop(self, inputs, labels, loss="cross_entropy", backward_layers=None, reduction=None, grad_hook=None):
         """One training forward and backward pass; fill each layer's ``grad_weights``/``grad_biases``.
 
         Only the last ``backward_layers`` layers get gradients. ``reduction``: 'mean' or 'sum'
-        over the batch, None for the loss's usual one (see :mod:`._losses`). Returns the batch loss.
+        over the batch, None for the loss's usual one (see :mod:`._losses`). ``grad_hook(i,
+        grad_z)``, when given, sees each layer's dL/dz (features, batch) before that layer's
+        backward pass (RigL's rewiring ranks dense gradients from it). Returns the batch loss.
         """
         loss = resolve_loss(loss)
         first = self._first_trained(backward_layers)
@@ -223,6 +233,8 @@ class Model:
         value, grad = loss_and_gradient(loss, self._layers[-1].act, outputs, self.targets(labels, x.shape[1]),
                                         reduction)
         for i in range(self.depth - 1, first - 1, -1):
+            if grad_hook is not None:
+                grad_hook(i, grad)
             grad = self._layers[i].backward(grad, input_grad=i > first)
             if i > first:
                 grad = self._layers[i - 1].activation_backward(grad)
@@ -270,30 +282,39 @@ class Model:
         return total
 
     # ---------------------------------------- initialisation and surgery (see their modules)
-    def initialize_weights(self, init_method="Xavier", bias_constant=0.0):
+    def initialize_weights(self, init_method="Xavier", bias_constant=0.0, scale="live"):
         """Initialise every layer; biases are set to ``bias_constant``.
 
-        ``init_method``: 'Xavier' (normal, std sqrt(3/(fan_in+fan_out))), a float std,
-        'XSparse' (a lottery-ticket reset: new values only on each layer's current pattern,
-        normal with mean density*std and the Xavier std), or a list of (weights, biases) pairs,
-        one per layer. Sparse layers keep their pattern and get new values on it.
+        ``init_method``: 'Xavier' (normal, std sqrt(3/(fan_in+fan_out))), 'He' (std
+        sqrt(2/fan_in)), a float std, 'XSparse' (a lottery-ticket reset: new values only on each
+        layer's current pattern, normal with mean density*std and the Xavier std), or a list of
+        (weights, biases) pairs, one per layer. Sparse layers keep their pattern and get new values
+        on it, with the rule applied to each weight's live fans (``scale='live'``) or to the
+        layer's full shape (``scale='dense'``, the original's).
         """
-        return _initializers.initialize_weights(self, init_method, bias_constant)
+        return _initializers.initialize_weights(self, init_method, bias_constant, scale)
 
     def load_weights(self, parameters):
         """Load a list of (weights, biases) pairs, one per layer, checking every shape first."""
         return _initializers.load_weights(self, parameters)
 
-    def initialize_sparse_weights(self, density, init_method="Xavier", bias_constant=0.0, distribution="uniform"):
+    def initialize_sparse_weights(self, density, init_method="Xavier", bias_constant=0.0, distribution="uniform",
+                                  scale="live", epsilon=None):
         """Random sparse initialisation: each layer keeps round(density * size) random positions.
 
-        ``density`` is in (0, 1], or a list with one density per layer. ``distribution='erdos_renyi'``
-        spreads a global density over the layers as SET does. ``init_method``: 'Xavier',
-        'Xavier_2' (the Xavier std divided by the density) or a float std. Sparse layers get a CSR
-        pattern; dense layers get the same pattern as a prune mask. The new pattern replaces any
-        earlier one. Returns the densities.
+        ``density`` is in (0, 1], or a list with one density per layer. ``distribution``:
+        'uniform', 'erdos_renyi' (SET: with ``epsilon`` and ``density=None``, each layer stores
+        about epsilon * (n_in + n_out) weights; without, a global density spread in proportion to
+        (n_in + n_out) / (n_in * n_out)) or 'erk' (RigL's name for the latter). ``init_method``:
+        'Xavier', 'He', 'Xavier_2' (the Xavier std divided by the density) or a float std.
+        ``scale='live'`` (default) applies 'Xavier' and 'He' to each weight's live connections
+        (its unit's stored fan-in, its input's stored fan-out), so that a network trained sparse
+        from scratch learns; ``scale='dense'`` applies them to the layer's full shape (the
+        original's). Sparse layers get a CSR pattern; dense layers get the same pattern as a
+        prune mask. The new pattern replaces any earlier one. Returns the densities.
         """
-        return _initializers.initialize_sparse_weights(self, density, init_method, bias_constant, distribution)
+        return _initializers.initialize_sparse_weights(self, density, init_method, bias_constant, distribution,
+                                                       scale, epsilon)
 
     def convert_comp_type(self, comp_type=None):
         """Move every array to the other backend (or to ``comp_type``); optimizer state follows."""

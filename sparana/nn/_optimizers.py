@@ -7,7 +7,9 @@ hands it to its backend's kernels (Numba loops on the CPU, fused CuPy kernels on
 Every optimizer updates only the entries it may train:
 
 * pruned weights of a dense layer (its ``prune_mask``) never move, so they stay zero;
-* a sparse layer's pattern never changes: only its stored values are updated;
+* a sparse layer's pattern does not change in a step: only its stored values are updated. When
+  pruning or rewiring changes it between steps, the state of the entries kept follows them (through
+  the layer's lineage, or by position), dropped entries lose theirs and new ones start at zero;
 * with ``selected=True`` (``SelectedAdamOptimizer``, ``SelectedSGDOptimizer``) only the weights
   under each layer's ``training_mask`` move, bit for bit, and the optimizer state (moments,
   velocities) exists only for those weights.
@@ -26,6 +28,7 @@ the loss's usual one), see :mod:`._losses`.
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
@@ -41,13 +44,24 @@ REGULARIZATIONS = ("coupled", "original")
 class _Slot:
     """Optimizer state of one parameter array: which entries train, and per-entry state."""
 
-    def __init__(self, layer, version, shape, keys, index, state):
+    def __init__(self, layer, version, shape, keys, index, state, serial=None):
         self.layer = layer
         self.version = version
+        self.serial = serial  # the sparse layer's pattern the weights' state belongs to (see nn._sparse)
         self.shape = shape
         self.keys = keys
         self.index = index
         self.state = state
+
+
+def _follow(old, layer, index, keys, array):
+    """State ``array`` of slot ``old`` for ``layer``'s current entries: through the layer's lineage when
+    both index all entries of a sparse layer (no key search), else matched by position (keys)."""
+    if old.layer is layer and old.index is None and index is None and old.serial is not None:
+        carried = layer.carry(array, old.serial)
+        if carried is not None:
+            return carried
+    return _remap(old.keys, array, keys, layer.backend)
 
 
 def _remap(old_keys, old_values, new_keys, backend):
@@ -95,11 +109,16 @@ class Optimizer:
         self.bitmasks = bitmasks
         self.steps = 0
         self._slots = {}
+        self.last_batch = None  # (inputs, labels) of the last step: RigL's rewiring reads its gradient
+        registry = getattr(model, "_optimizers", None)
+        if isinstance(registry, weakref.WeakSet):
+            registry.add(self)  # so that a Rewirer finds the optimizers of its model
 
     # ------------------------------------------------------------------ public
     def train_step(self, inputs, labels):
         """One step on a batch; returns the batch loss (without the regularisation penalty)."""
         model = self.model
+        self.last_batch = (inputs, labels)
         value = model.backprop(inputs, labels, self.loss, self.backward_layers, self.reduction)
         batch = np.shape(inputs)[0] if np.ndim(inputs) == 2 else 1
         self.steps += 1
@@ -120,6 +139,13 @@ class Optimizer:
             return dict(clip=clip, l1=self.l1, l2=self.l2), dict(clip=clip)
         decay = dict(clip=clip, decay1=self.learning_rate * self.l1 / batch, decay2=self.learning_rate * self.l2 / batch)
         return decay, (decay if self.decays_biases else dict(clip=clip))
+
+    def sync(self):
+        """Bring the state of every trained layer to its current entries now (pruning or rewiring
+        changed them): kept entries keep their state, dropped ones lose it, new ones start at zero.
+        A step does this by itself; ``state_dict`` after ``sync`` holds the new pattern's state."""
+        for i, kind in list(self._slots):
+            self._slot(i, self.model.layers[i], kind)
 
     def get_gradients(self, inputs, labels):
         """[(dL/dW, dL/db), ...] on a batch, with this optimizer's loss and penalties."""
@@ -202,10 +228,11 @@ class Optimizer:
             index, keys = None, np.arange(layer.size)
         size = keys.size
         if old is not None and old.shape == shape:
-            state = {name: _remap(old.keys, array, keys, layer.backend) for name, array in old.state.items()}
+            state = {name: _follow(old, layer, index, keys, array) for name, array in old.state.items()}
         else:
             state = {name: xp.zeros(size, dtype=layer.backend.dtype) for name in self._state_names()}
-        slot = _Slot(layer, layer.version, shape, keys, index, state)
+        serial = getattr(layer, "pattern_serial", None) if kind == "weights" else None
+        slot = _Slot(layer, layer.version, shape, keys, index, state, serial)
         self._slots[(i, kind)] = slot
         return slot
 

@@ -8,12 +8,16 @@ training; :meth:`SparseLayer.keep_only` (pruning) is the only way to shrink it.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import scipy.sparse
 
 from .._backend import csr_to_host, to_host
 from ..kernels import SparsePattern
 from ._layer import Layer
+
+_SERIALS = itertools.count(1)
 
 
 class SparseLayer(Layer):
@@ -25,6 +29,8 @@ class SparseLayer(Layer):
         super().__init__(size, weights, biases, dropout, inputs, learning_rate)
         self._pattern = None
         self._data = None
+        self._serial = 0
+        self._lineage = None  # (previous serial, source of every entry: its index there, or -1)
 
     @property
     def weights(self):
@@ -83,13 +89,57 @@ class SparseLayer(Layer):
         self._set_pattern(matrix.indptr, matrix.indices, matrix.data)
         self._load_biases(biases)
 
-    def _set_pattern(self, indptr, indices, data):
+    def _set_pattern(self, indptr, indices, data, source=None):
+        """A new pattern; ``source[p]``: the index in the current pattern of new entry p (-1: new)."""
         xp = self.backend.xp
         self._pattern = SparsePattern(indptr, indices, (self._size, self.input_size), xp=xp)
         self._data = self.backend.asfloat(data)
         self._training_mask = None
         self.grad_weights = None
         self._version += 1
+        previous, self._serial = self._serial, next(_SERIALS)
+        self._lineage = None if source is None else (previous, np.asarray(source, dtype=_index_type(source)))
+
+    @property
+    def pattern_serial(self):
+        """The serial number of the current pattern (see the module docstring)."""
+        return self._serial
+
+    def carry(self, array, serial, fill=0):
+        """``array`` (one value per entry of the pattern ``serial``) on the current pattern.
+
+        Entries that the last pruning or rewiring kept keep their value, new ones get ``fill``.
+        Returns ``array`` itself when the pattern is still ``serial``, and None when the layer's
+        pattern changed otherwise since (more than once, or by ``set_parameters``).
+        """
+        if serial == self._serial:
+            return array
+        if self._lineage is None or self._lineage[0] != serial:
+            return None
+        source = self._lineage[1]
+        xp = self.backend.xp if not isinstance(array, np.ndarray) else np
+        kept = source >= 0
+        result = xp.full(source.shape, fill, dtype=array.dtype)
+        where, origin = np.flatnonzero(kept), source[kept]
+        result[xp.asarray(where)] = array.reshape(-1)[xp.asarray(origin)]
+        return result
+
+    def rewire(self, indptr, indices, data, source):
+        """Replace the pattern by the CSR (``indptr``, ``indices``) holding ``data``, in place.
+
+        ``source[p]`` is the index in the current pattern of new entry p, or -1 for a connection
+        that was not stored: optimizer state, statistics and the training mask follow through it
+        (a new entry is trained, with zero optimizer state). Used by :class:`sparana.Rewirer`.
+        """
+        source = np.asarray(source)
+        if source.shape != (np.asarray(indices).size,):
+            raise ValueError(f"one source index per new entry expected ({np.asarray(indices).size}), "
+                             f"got shape {source.shape}")
+        mask = self._training_mask
+        serial = self._serial
+        self._set_pattern(indptr, indices, data, source)
+        if mask is not None:
+            self._training_mask = self.carry(mask, serial, fill=True)
 
     def _move_to(self, backend):
         host = self.to_scipy()
@@ -123,7 +173,7 @@ class SparseLayer(Layer):
         rows = to_host(p.rows)[keep_host]
         indices = to_host(p.indices)[keep_host]
         indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=self._size))])
-        self._set_pattern(indptr, indices, self._data[keep])
+        self._set_pattern(indptr, indices, self._data[keep], np.flatnonzero(keep_host))
         if mask is not None:
             self._training_mask = self.backend.asarray(mask)
 
@@ -140,6 +190,10 @@ class SparseLayer(Layer):
 
     def _input_gradient(self, values, grad_z, out):
         self.backend.kernels.spmm_t(self._pattern, values, grad_z, out)
+
+
+def _index_type(source):
+    return np.int32 if np.asarray(source).size < 2**31 - 1 else np.int64
 
 
 class SparseReluLayer(SparseLayer):

@@ -93,6 +93,7 @@ class Lobotomizer(StatisticsMixin):
         if layers is not None and len(layers) != model.depth:
             raise ValueError(f"one flag per layer expected ({model.depth}), got {len(layers)}")
         if self.statistics is not None:
+            self._follow_patterns()
             check_statistics_list(model, self.statistics)
         counts = []
         for i, layer in enumerate(model.layers):
@@ -109,8 +110,10 @@ class Lobotomizer(StatisticsMixin):
         layer = self.model.layers[i]
         layer.keep_only(keep)
         if self.statistics is not None:
-            stats = self.statistics[i]
-            self.statistics[i] = stats[keep] if layer.is_sparse else np.where(keep, stats, np.nan)
+            if layer.is_sparse:  # the statistics of the entries kept follow the pattern
+                self._follow_patterns()
+            else:
+                self.statistics[i] = np.where(keep, self.statistics[i], np.nan)
 
     def get_sparse_masks(self):
         """Make every zero weight of the dense layers pruned (kept at zero); return the masks of what is kept."""

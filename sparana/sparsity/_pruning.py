@@ -78,3 +78,27 @@ def polynomial_schedule(final, steps, initial=0.0, power=3):
     check_ratio("initial sparsity", initial)
     check_integer("steps", steps, low=1)
     return [final + (initial - final) * (1 - t / steps) ** power for t in range(1, steps + 1)]
+
+
+REWIRE_SCHEDULES = ("constant", "cosine", "linear")
+
+
+def rewire_fraction(fraction, step, end=None, schedule="cosine"):
+    """The fraction of each layer's stored weights that a rewiring at ``step`` replaces.
+
+    'constant': ``fraction`` always; 'cosine' (RigL): fraction / 2 * (1 + cos(pi * step / end));
+    'linear': fraction * (1 - step / end). From ``end`` on (when given) nothing is rewired.
+    """
+    if schedule not in REWIRE_SCHEDULES:
+        raise ValueError(f"schedule must be one of {REWIRE_SCHEDULES}, got {schedule!r}")
+    if end is not None and step >= end:
+        return 0.0
+    if schedule == "constant":
+        return float(fraction)
+    if end is None:
+        raise ValueError(f"the {schedule!r} schedule decays to 0 at an end step: give end=... (e.g. the "
+                         f"number of training steps), or use schedule='constant'")
+    progress = step / end
+    if schedule == "cosine":
+        return float(fraction) / 2 * (1 + math.cos(math.pi * progress))
+    return float(fraction) * (1 - progress)

@@ -195,11 +195,34 @@ class StatisticsMixin:
         """Use the given per-layer statistics (checked against the model's layers)."""
         check_statistics_list(self.model, statistics)
         self.statistics = [np.asarray(s, dtype=np.float64) for s in statistics]
+        self._statistics_patterns = _patterns(self.model)
         return self.statistics
+
+    def _follow_patterns(self):
+        """Carry the statistics of sparse layers pruned or rewired since they were computed to the new
+        pattern: kept entries keep theirs, new ones get NaN (no candidates until computed again)."""
+        serials = getattr(self, "_statistics_patterns", None)
+        if self.statistics is None or serials is None or len(serials) != self.model.depth:
+            return
+        for i, (layer, serial) in enumerate(zip(self.model.layers, serials)):
+            if serial is None or getattr(layer, "pattern_serial", None) in (None, serial):
+                continue
+            carried = layer.carry(self.statistics[i], serial, fill=np.nan)
+            if carried is None:
+                raise RuntimeError(f"the statistics of layer {i} were computed for an earlier pattern (the layer "
+                                   f"was rewired or pruned more than once since): compute them again")
+            self.statistics[i] = carried
+        self._statistics_patterns = _patterns(self.model)
 
     def _require_statistics(self):
         if self.statistics is None:
             raise RuntimeError("no statistics yet: call get_absolute_values(), get_MAAV(data) or another "
                                "statistics method first")
+        self._follow_patterns()
         check_statistics_list(self.model, self.statistics)
         return self.statistics
+
+
+def _patterns(model):
+    """Each layer's pattern serial (None for dense layers), to tell when statistics must follow."""
+    return [getattr(layer, "pattern_serial", None) for layer in model.layers]
