@@ -6,8 +6,9 @@
 The documentation's MLP 784-1000-800-400-10 with its three hidden layers sparse (CSR) at
 ``--density`` (2%: 98% sparsity) from the first step, weights scaled by each unit's live fan-in,
 the 400x10 head dense. Every method trains the same steps with the same optimizer and learning
-rate schedule: 'static' keeps its random pattern, 'SET' and 'RigL' rewire every ``--every`` steps
-(``sparana.Rewirer``, fraction decaying by a cosine to 0 at ``--end`` of the training). Test
+rate schedule: 'static' keeps its random pattern, 'SET' and 'RigL' rewire it (``sparana.Rewirer``:
+RigL every ``--every`` steps, SET once an epoch unless ``--set-every``; the fraction decays by a
+cosine to 0 at ``--end`` of the training). Test
 accuracy after every epoch; a table of the final accuracy (mean and spread over the seeds) and a
 PNG of accuracy per epoch. Writes results/dynamic_sparse/{results.json,accuracy.png}.
 """
@@ -38,8 +39,11 @@ def parse(argv=None):
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--l2", type=float, default=0.0, help="l2 penalty on the weights")
     parser.add_argument("--dropout", type=float, default=None, help="dropout of the hidden ReLU outputs")
-    parser.add_argument("--every", type=int, default=100, help="steps between rewirings")
-    parser.add_argument("--fraction", type=float, default=0.3, help="share rewired at first, decayed by a cosine")
+    parser.add_argument("--every", type=int, default=100, help="steps between RigL's rewirings (its paper's 100)")
+    parser.add_argument("--set-every", type=int, default=None,
+                        help="steps between SET's rewirings (default one epoch, as SET does)")
+    parser.add_argument("--fraction", type=float, default=0.3, help="share RigL rewires at first, decayed by a cosine")
+    parser.add_argument("--set-fraction", type=float, default=None, help="SET's (default --fraction)")
     parser.add_argument("--end", type=float, default=0.75, help="rewiring stops at this share of the training")
     parser.add_argument("--results", default="results/dynamic_sparse")
     parser.add_argument("--no-progress", action="store_true")
@@ -66,7 +70,9 @@ def run(args, method, seed, data, progress):
     total = steps_per_epoch * args.epochs
     rewirer = None
     if method != "static":
-        rewirer = sa.Rewirer(model, method, args.fraction, every=args.every, schedule="cosine",
+        every = args.every if method == "RigL" else (args.set_every or steps_per_epoch)
+        fraction = args.fraction if method == "RigL" or args.set_fraction is None else args.set_fraction
+        rewirer = sa.Rewirer(model, method, fraction, every=every, schedule="cosine",
                              end=max(1, int(args.end * total)), seed=seed, optimizer=optimizer)
     x_test, y_test = loader.test_data(), loader.test_labels()
     accuracy, rewire_seconds, start, step = [], 0.0, time.perf_counter(), 0
