@@ -265,3 +265,13 @@ def test_the_gpu_updates_fuse_the_same_rules(monkeypatch):
         np.testing.assert_allclose(wk, velocity_free, rtol=1e-12)
     finally:
         gpu._fused.cache_clear()
+
+
+def test_a_pattern_computes_its_keys_once_and_shares_them_read_only():
+    matrix = scipy.sparse.random(6, 9, density=0.4, random_state=3, format="csr")
+    matrix.sort_indices()
+    pattern = SparsePattern(matrix.indptr, matrix.indices, matrix.shape)
+    keys = pattern.keys()
+    assert pattern.keys() is keys and not keys.flags.writeable
+    inputs, units = np.divmod(keys, matrix.shape[0])  # positions in the dense (n_in, n_out) matrix
+    np.testing.assert_array_equal(matrix.toarray()[units, inputs], matrix.data)

@@ -48,6 +48,13 @@ class SparsePattern:
         self.perm = xp.asarray(transpose.data.astype(index))
 
     def keys(self):
-        """Position of every stored entry in the dense (n_in x n_out) weight matrix, flattened."""
-        return _host(self.indices).astype(np.int64) * self.shape[0] + _host(self.rows)
+        """Position of every stored entry in the dense (n_in x n_out) weight matrix, flattened.
+
+        A host array, computed once per pattern (patterns never change): read-only.
+        """
+        if getattr(self, "_keys", None) is None:
+            keys = _host(self.indices).astype(np.int64) * self.shape[0] + _host(self.rows)
+            keys.flags.writeable = False
+            self._keys = keys
+        return self._keys
 

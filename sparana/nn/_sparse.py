@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 
-from .._backend import csr_to_host, to_host
+from .._backend import BackendError, to_host
 from ..kernels import SparsePattern
 from ._layer import Layer
 
@@ -32,6 +32,10 @@ class SparseLayer(Layer):
         if self._pattern is None:
             return None
         p = self._pattern
+        if self.backend.is_gpu and p.indices.dtype == np.int64:
+            raise BackendError(f"this layer's {p.nnz:,} stored weights of shape {p.shape} need int64 indices, "
+                               "which CuPy's sparse matrices do not hold (int32 only): it trains on the GPU, but "
+                               "read its weights with to_scipy() (on the host) instead")
         return self.backend.sp.csr_matrix((self._data, p.indices, p.indptr), shape=p.shape)
 
     @weights.setter
@@ -104,7 +108,9 @@ class SparseLayer(Layer):
 
     def to_scipy(self):
         """A host SciPy CSR copy of the weights (n_out, n_in)."""
-        return csr_to_host(self.weights).copy()
+        p = self._pattern
+        return scipy.sparse.csr_matrix((np.array(to_host(self._data)), to_host(p.indices).copy(),
+                                        to_host(p.indptr).copy()), shape=p.shape)
 
     def dense_weights(self):
         """W as a dense (n_in, n_out) array on the layer's device (the dense layers' orientation)."""
