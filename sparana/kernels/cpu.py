@@ -7,7 +7,7 @@ seeded run is repeatable bit for bit.
 
 How many threads a call runs on is chosen by :mod:`sparana._threads`: the CPUs
 this process may use and no other process keeps busy, and no more than its
-work pays for (one thread per :data:`PARALLEL_WORK` multiply-adds). A call
+work pays for (one thread per :data:`PARALLEL_WORK` multiply-adds begun). A call
 with less work than its kernel's ``plain_below`` uses a plain (non-parallel)
 compile; so do the element-wise steps of dense layers (``parallel=False``):
 between the BLAS matrix products of a dense model, a second thread pool would
@@ -31,10 +31,11 @@ from __future__ import annotations
 import os
 import types as _pytypes
 
-# Threads that wait for work sleep at once instead of spinning: on a shared
-# machine a spinning thread takes the core from the thread it waits for.
-# Read by OpenMP when Numba starts its thread pool, hence before Numba loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Threads that wait for work spin a short while, then sleep: long enough to make the
+# back-to-back kernels of a step cheap to launch, short enough not to keep a core
+# from a thread that is descheduled (see sparana._threads). Read by OpenMP when
+# Numba starts its thread pool, hence set before Numba loads.
+os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
