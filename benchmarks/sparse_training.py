@@ -203,8 +203,10 @@ WORKERS = {"epoch": sparana_epoch, "inference": sparana_inference, "sgd": sparan
 
 @contextlib.contextmanager
 def busy_process():
-    """One competing process that keeps a core busy (a Python busy loop) while the block runs."""
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    """One competing process that keeps a core busy (a Python busy loop) while the block runs; it
+    also ends when this process does, however that ends."""
+    loop = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass"
+    hog = subprocess.Popen([sys.executable, "-c", loop])
     try:
         time.sleep(0.2)
         yield

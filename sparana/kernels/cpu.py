@@ -74,24 +74,32 @@ class _Kernel:
         # A renamed copy: Numba's on-disk cache is keyed by the function's name and would
         # otherwise hand one variant's machine code to the other.
         copy = _pytypes.FunctionType(function.__code__, function.__globals__, function.__name__ + "_plain",
-                                  function.__defaults__, function.__closure__)
+                                     function.__defaults__, function.__closure__)
         copy.__qualname__ = function.__qualname__ + "_plain"
         self.plain = njit(parallel=False, **_OPTIONS)(copy)
 
     def threads(self, work, parallel=True):
         """Threads for a call with ``work``: 0 for the plain compile, else how many the parallel one uses."""
+        # Asked on every call, plain ones too: it is what keeps the view of the machine (and BLAS's
+        # thread count, see sparana._threads) fresh while a dense model trains.
         threads = _threads.threads_for(work, PARALLEL_WORK, limit=numba.config.NUMBA_NUM_THREADS)
         if work < self.plain_below:
             return 0
         return threads if parallel else 1
 
     def run(self, threads, *args):
-        """Run on ``args`` with ``threads`` from :meth:`threads`."""
+        """Run on ``args`` with ``threads`` from :meth:`threads` (the caller's own Numba thread count
+        is left as it was)."""
         if threads == 0:
             return self.plain(*args)
-        if numba.get_num_threads() != threads:
-            numba.set_num_threads(threads)
-        return self.parallel(*args)
+        before = numba.get_num_threads()
+        if before == threads:
+            return self.parallel(*args)
+        numba.set_num_threads(threads)
+        try:
+            return self.parallel(*args)
+        finally:
+            numba.set_num_threads(before)
 
     def __call__(self, work, *args, parallel=True):
         """Run on ``args``: in parallel when ``work`` is large and ``parallel``, else on one thread."""
