@@ -251,16 +251,22 @@ def _spmm(blocks, indptr, indices, perm, data, x, batch, bias, relu, out):
 _SPMM = _Kernel(_spmm, plain_below=PARALLEL_WORK)
 
 
+def _often_picked(a, nnz):
+    """Whether ``nnz`` stored entries pick each row of ``a`` often (32 times or more on average):
+    only then does keeping a tile of ``a`` in the cache pay for the work of tiling it."""
+    return nnz >= 32 * a.shape[0]
+
+
 def _tileable(a, nnz):
     """``a``, the operand whose rows the stored entries pick, C-contiguous; copied into rows padded
-    by one cache line when its rows are a multiple of 4 KB apart, span several tiles and are each
-    picked often (32 times or more): such rows fall into a few sets of the cache and a tile of them
-    would not stay in it. The kernels take the batch size separately and ignore the padding.
-    (Measured at 95% sparsity, batch 1,024: 1.5x faster with the copy; at 99%, or 2 KB apart, the
-    copy costs more than it saves.)"""
+    by one cache line when its rows are a multiple of 4 KB apart, span several tiles and are
+    picked often: such rows fall into a few sets of the cache and a tile of them would not stay
+    in it. The kernels take the batch size separately and ignore the padding. (Measured at 95%
+    sparsity, batch 1,024: 1.5x faster with the copy; at 99%, or 2 KB apart, the copy costs more
+    than it saves.)"""
     a = np.ascontiguousarray(a)
     row_bytes = a.shape[1] * a.itemsize
-    if row_bytes % 4096 or row_bytes <= TILE_BYTES or nnz < 32 * a.shape[0]:
+    if row_bytes % 4096 or row_bytes <= TILE_BYTES or not _often_picked(a, nnz):
         return a
     padded = np.empty((a.shape[0], a.shape[1] + 64 // a.itemsize), a.dtype)
     padded[:, :a.shape[1]] = a
@@ -317,10 +323,10 @@ def _add_dots(out, gr, n, start, end, indices, x, c0):
 
 
 @njit(**_OPTIONS)
-def _sddmm_rows(first, last, indptr, indices, grad, x, batch, out):
+def _sddmm_rows(first, last, indptr, indices, grad, x, batch, tiled, out):
     """Rows ``first`` to ``last`` of :func:`_sddmm` (a function of its own, as :func:`_spmm_rows`)."""
     width = _tile_width(x)
-    full = batch - batch % width
+    full = batch - batch % width if tiled else 0
     out[indptr[first]:indptr[last]] = 0
     for j0 in range(0, full, width):  # whole tiles
         for k in range(first, last):
@@ -331,10 +337,12 @@ def _sddmm_rows(first, last, indptr, indices, grad, x, batch, out):
         _add_dots(out, grad[k, full:batch], batch - full, indptr[k], indptr[k + 1], indices, x, full)
 
 
-def _sddmm(blocks, indptr, indices, grad, x, batch, out):
-    """out[p] = grad[k, :batch] . x[indices[p], :batch] for the entries p of row k."""
+def _sddmm(blocks, indptr, indices, grad, x, batch, tiled, out):
+    """out[p] = grad[k, :batch] . x[indices[p], :batch] for the entries p of row k; over tiles of the
+    batch when ``tiled`` (else each dot product in one pass: each tile costs a horizontal sum per
+    entry, which only pays when the rows of ``x`` are picked often enough to be worth caching)."""
     for block in prange(blocks.size - 1):
-        _sddmm_rows(blocks[block], blocks[block + 1], indptr, indices, grad, x, batch, out)
+        _sddmm_rows(blocks[block], blocks[block + 1], indptr, indices, grad, x, batch, tiled, out)
 
 
 _SDDMM = _Kernel(_sddmm, plain_below=PARALLEL_WORK)
@@ -343,8 +351,7 @@ _SDDMM = _Kernel(_sddmm, plain_below=PARALLEL_WORK)
 def sddmm(pattern: SparsePattern, grad, x, out):
     batch = grad.shape[1]
     _products(_SDDMM, pattern, batch, False, pattern.indptr, pattern.indices, np.ascontiguousarray(grad),
-              _tileable(x, pattern.nnz),
-              batch, out)
+              _tileable(x, pattern.nnz), batch, _often_picked(x, pattern.nnz), out)
 
 
 # Optimizer steps. Each element is independent, so the loops split freely across
