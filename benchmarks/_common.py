@@ -16,21 +16,22 @@ import time
 import numpy as np
 
 
-def run_worker(script, *args, timeout=1800):
-    """Run ``python script --worker args...`` and return the JSON it prints on its last line."""
+def run_worker(script, *args, timeout=1800, env=None):
+    """Run ``python script --worker args...`` (in ``env``, default this one) and return the JSON it
+    prints on its last line."""
     command = [sys.executable, str(script), "--worker", *map(str, args)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def best_of(script, contenders, repeats, key="seconds"):
+def best_of(script, contenders, repeats, key="seconds", env=None):
     """{contender: best result} over ``repeats`` alternating runs of each contender."""
     best = {}
     for _ in range(repeats):
         for name, args in contenders.items():
-            result = run_worker(script, *args)
+            result = run_worker(script, *args, env=env)
             if name not in best or result[key] < best[name][key]:
                 best[name] = result
     return best

@@ -119,6 +119,20 @@ class Backend:
         """``array`` on this device as a C-contiguous array of the model's float type (see ``asarray``)."""
         return self.xp.ascontiguousarray(self.asarray(array, dtype=self.dtype, copy=copy))
 
+    def device_rng(self, rng):
+        """A generator on the device, seeded once from the host generator ``rng`` (the model's stream).
+
+        Made once per model and stream (CuPy's generators set up many states when created), so
+        that dropout draws on the GPU without waiting for the host; a new stream (``reseed``) gets
+        a new one. On the CPU, ``rng`` itself.
+        """
+        if not self.is_gpu:
+            return rng
+        cached = getattr(self, "_device_rng", None)
+        if cached is None or cached[0] is not rng:
+            cached = self._device_rng = (rng, self.xp.random.default_rng(int(rng.integers(2**63))))
+        return cached[1]
+
     def zeros(self, shape, dtype=None):
         return self.xp.zeros(shape, dtype=dtype or self.dtype)
 

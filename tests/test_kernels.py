@@ -2,12 +2,14 @@
 
 import contextlib
 
+import numba
 import numpy as np
 import pytest
 import scipy.sparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sparana import _threads
 from sparana.kernels import SparsePattern, cpu, generic
 from sparana.kernels.rules import AdamStep, SGDStep
 
@@ -17,17 +19,25 @@ MODES = ("plain", "parallel", "parallel on one thread")
 
 @contextlib.contextmanager
 def kernel_mode(mode):
-    """Force every CPU kernel call down one of its three paths (see cpu._Kernel)."""
+    """Force every CPU kernel call down one of its three paths (see cpu._Kernel).
+
+    "parallel" runs on two threads where Numba's pool has them, whatever the machine's load, and
+    splits the sparse products into three row blocks per thread, so that blocks of every size
+    (empty ones too) meet at their edges.
+    """
     kernels = [k for k in vars(cpu).values() if isinstance(k, cpu._Kernel)]
-    saved = cpu.PARALLEL_WORK, [k.plain_below for k in kernels]
+    saved = cpu.PARALLEL_WORK, cpu.BLOCKS_PER_THREAD, _threads.usable_cpus, [k.plain_below for k in kernels]
     cpu.PARALLEL_WORK = float("inf") if mode == "parallel on one thread" else 0
+    if mode == "parallel":
+        cpu.BLOCKS_PER_THREAD = 3
+        _threads.usable_cpus = lambda: min(2, numba.config.NUMBA_NUM_THREADS)
     for k in kernels:
         k.plain_below = float("inf") if mode == "plain" else 0
     try:
         yield
     finally:
-        cpu.PARALLEL_WORK = saved[0]
-        for k, below in zip(kernels, saved[1]):
+        cpu.PARALLEL_WORK, cpu.BLOCKS_PER_THREAD, _threads.usable_cpus = saved[:3]
+        for k, below in zip(kernels, saved[3]):
             k.plain_below = below
 
 
@@ -41,35 +51,73 @@ shapes = st.tuples(st.integers(1, 40), st.integers(1, 40), st.integers(1, 17),
                    st.floats(0.0, 1.0), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**31))
 
 
-@settings(max_examples=40, deadline=None)
-@given(shapes)
-def test_sparse_products_match_reference(params):
-    n_out, n_in, batch, density, dtype, seed = params
-    rng = np.random.default_rng(seed)
-    matrix = random_csr(rng, n_out, n_in, density, dtype)
+def check_products(matrix, batch, dtype, rng, modes=(generic, *MODES)):
+    """spmm (with and without bias and ReLU), spmm_t and sddmm against dense NumPy, in every mode."""
+    n_out, n_in = matrix.shape
     pattern = SparsePattern(matrix.indptr, matrix.indices, matrix.shape)
     x = rng.standard_normal((n_in, batch)).astype(dtype)
     grad = rng.standard_normal((n_out, batch)).astype(dtype)
     bias = rng.standard_normal(n_out).astype(dtype)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
     dense = matrix.toarray()
-
     full = grad @ x.T  # the dense weight gradient in (n_out, n_in) orientation
     rows = np.repeat(np.arange(n_out), np.diff(matrix.indptr))
-    for kernels in (generic, *MODES):
+    for kernels in modes:
         with kernel_mode(kernels) if kernels in MODES else contextlib.nullcontext():
             module = generic if kernels is generic else cpu
-            for relu in (False, True):
-                out = np.empty((n_out, batch), dtype)
-                module.spmm(pattern, matrix.data, x, bias, relu, out)
-                expected = dense @ x + bias[:, None]
+            for b, relu in ((bias, False), (bias, True), (None, False)):
+                out = np.full((n_out, batch), np.nan, dtype)
+                module.spmm(pattern, matrix.data, x, b, relu, out)
+                expected = dense @ x + (0 if b is None else b[:, None])
                 np.testing.assert_allclose(out, np.maximum(expected, 0) if relu else expected, **tol)
-            out_t = np.empty((n_in, batch), dtype)
+            out_t = np.full((n_in, batch), np.nan, dtype)
             module.spmm_t(pattern, matrix.data, grad, out_t)
             np.testing.assert_allclose(out_t, dense.T @ grad, **tol)
-            sampled = np.empty(matrix.nnz, dtype)
+            sampled = np.full(matrix.nnz, np.nan, dtype)
             module.sddmm(pattern, grad, x, sampled)
             np.testing.assert_allclose(sampled, full[rows, matrix.indices], **tol)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes)
+def test_sparse_products_match_reference(params):
+    n_out, n_in, batch, density, dtype, seed = params
+    rng = np.random.default_rng(seed)
+    check_products(random_csr(rng, n_out, n_in, density, dtype), batch, dtype, rng)
+
+
+# Batches around the tile (128 float32 or 64 float64 columns): whole tiles only, tiles and a rest,
+# a rest only; rows 4 KB apart (1,024 float32, 512 float64 columns) of an operand whose rows are
+# each picked 32 times or more take the padded copy.
+# At density 1 the rows of x are picked often (SDDMM over tiles, padded copies); at 0.2 they are not.
+@pytest.mark.parametrize("density", [1.0, 0.2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [63, 64, 65, 127, 128, 129, 256, 300, 512, 1024])
+def test_sparse_products_across_tiles(batch, dtype, density, rng):
+    matrix = random_csr(rng, 40, 37, density, dtype)
+    matrix = matrix.multiply(np.arange(40)[:, None] % 9 != 4).tocsr()  # four empty rows
+    matrix.sort_indices()
+    often = density == 1.0
+    assert cpu._often_picked(np.zeros((40, 1)), matrix.nnz) == often
+    padded = often and batch * np.dtype(dtype).itemsize % 4096 == 0
+    for rows in (37, 40):  # x for spmm and sddmm, the gradient for spmm_t
+        assert (cpu._tileable(np.zeros((rows, batch), dtype), matrix.nnz).shape[1] > batch) == padded
+    check_products(matrix, batch, dtype, rng)
+
+
+def test_row_blocks_balance_work(rng):
+    matrix = random_csr(rng, 200, 50, 0.1, np.float32)
+    pattern = SparsePattern(matrix.indptr, matrix.indices, matrix.shape)
+    for count in (1, 2, 3, 7, 500):
+        bounds = pattern.row_blocks(count)
+        assert bounds[0] == 0 and bounds[-1] == 200 and len(bounds) == count + 1
+        assert np.all(np.diff(bounds) >= 0)
+        if count <= 7:
+            work = np.diff((matrix.indptr + np.arange(201))[bounds])
+            assert work.max() - work.min() <= 2 * (np.diff(matrix.indptr).max() + 1)
+    assert pattern.row_blocks(3) is pattern.row_blocks(3)
+    t = pattern.row_blocks(2, transposed=True)
+    assert t[0] == 0 and t[-1] == 50
 
 
 def test_transpose_pattern_maps_values(rng):
@@ -265,3 +313,13 @@ def test_the_gpu_updates_fuse_the_same_rules(monkeypatch):
         np.testing.assert_allclose(wk, velocity_free, rtol=1e-12)
     finally:
         gpu._fused.cache_clear()
+
+
+def test_a_pattern_computes_its_keys_once_and_shares_them_read_only():
+    matrix = scipy.sparse.random(6, 9, density=0.4, random_state=3, format="csr")
+    matrix.sort_indices()
+    pattern = SparsePattern(matrix.indptr, matrix.indices, matrix.shape)
+    keys = pattern.keys()
+    assert pattern.keys() is keys and not keys.flags.writeable
+    inputs, units = np.divmod(keys, matrix.shape[0])  # positions in the dense (n_in, n_out) matrix
+    np.testing.assert_array_equal(matrix.toarray()[units, inputs], matrix.data)

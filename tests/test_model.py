@@ -338,3 +338,15 @@ def test_a_second_sparse_initialisation_gives_the_density_asked_for():
             assert int(layer.prune_mask.sum()) == wanted
             assert int((layer.weights != 0).sum()) == wanted  # every kept weight has a value
             assert not layer.weights[~layer.prune_mask].any()
+
+
+def test_an_evaluation_between_forward_and_backward_keeps_the_inputs(rng):
+    # A sparse layer copies non-contiguous inputs into buffers that it keeps: one for training (read
+    # by the backward pass), one for evaluation, so that an evaluation cannot overwrite the first.
+    model = build_model([12, 10, 3], ["relu", "softmax"], sparse=True)
+    x = rng.random((7, 12))
+    outputs = model.forward(x.T, train=True)  # a transposed view, as the model's inputs are
+    evaluated = model.outputs(rng.random((7, 12)))
+    assert not np.shares_memory(evaluated, outputs)
+    np.testing.assert_array_equal(model.layers[0]._inputs, x.T)
+    np.testing.assert_array_equal(model.outputs(x), model.outputs(x.copy()))

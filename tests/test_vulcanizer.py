@@ -352,3 +352,27 @@ def test_bad_input_raises_and_leaves_the_main_model_unchanged(rng):
     sub.convert_to_sparse([0])  # submodel changed: refuse
     with pytest.raises(ValueError, match="submodel layer 0 changed"):
         vulcanizer.revert_weights(sub)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_plan_reverts_every_step_but_checks_and_uploads_once_per_pattern(sparse, rng):
+    model = make(sparse, dtype="float32")
+    vulcanizer = Vulcanizer(model, "max", seed=0)
+    sub = vulcanizer.split_model([4, 3, 4], data=rng.random((20, SIZES[0])))
+    plan = vulcanizer.plan(sub)
+    checks = []
+    original = plan.check_submodel
+    plan.check_submodel = lambda s: checks.append(1) or original(s)
+    start = [layer.values.copy() for layer in sub.layers]
+    opt = sa.SGDOptimizer(sub, 0.5)
+    for _ in range(3):
+        opt.train_step(vulcanizer.submodel_inputs(sub, rng.random((16, SIZES[0]))), rng.integers(0, 4, 16))
+        plan.revert(sub)
+        for layer, index, values in zip(sub.layers, plan.fixed_index, start):
+            np.testing.assert_array_equal(layer.values.reshape(-1)[index], values.reshape(-1)[index])
+    assert len(checks) == sum(1 for _ in sub.layers)  # once per layer, not once per step
+    sub.layers[0].training_mask = np.ones(sub.layers[0].values.shape, bool)  # a new version: checked again
+    plan.revert(sub)
+    assert len(checks) == sum(1 for _ in sub.layers) + 1
+    del plan.check_submodel
+    assert "_reverts" in plan.__dict__ and "_reverts" not in pickle.loads(pickle.dumps(plan)).__dict__

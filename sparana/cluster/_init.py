@@ -89,8 +89,10 @@ def init(address=None, local_mode=False, num_cpus=None, num_gpus=None, dashboard
             raise ClusterError(f"could not join the Ray cluster at {address!r}: {exc}") from exc
         _STATE["dashboard_url"] = context.dashboard_url
     else:
-        options = dict(num_cpus=num_cpus, num_gpus=0 if local_mode else num_gpus, include_dashboard=True,
-                       dashboard_host=LOCALHOST, namespace=namespace)
+        # address "local": a new Ray of our own, even where a `ray start` cluster runs on this machine
+        # (ray.init() would join that one, and refuse num_cpus)
+        options = dict(address="local", num_cpus=num_cpus, num_gpus=0 if local_mode else num_gpus,
+                       include_dashboard=True, dashboard_host=LOCALHOST, namespace=namespace)
         if dashboard_port is not None:
             options["dashboard_port"] = dashboard_port
         options.update(ray_options)

@@ -60,14 +60,26 @@ class SubmodelPlan:
         return len(self.value_shapes)
 
     def revert(self, submodel):
-        """Restore the submodel's consolidation weights and biases to their split-time values."""
-        self.check_submodel(submodel)
-        for layer, index, values, bias in zip(submodel.layers, self.fixed_index, self.fixed_values,
-                                              self.fixed_biases):
-            if index.size:
-                assign(layer.values, index, values)
+        """Restore the submodel's consolidation weights and biases to their split-time values.
+
+        Called after every training step: the submodel is checked, and the positions and values
+        sent to its device, once per layer and pattern (a layer's ``version``), not every time.
+        """
+        cache = self.__dict__.setdefault("_reverts", {})
+        for i, (layer, index, values, bias) in enumerate(zip(submodel.layers, self.fixed_index, self.fixed_values,
+                                                             self.fixed_biases)):
+            key = (id(layer), layer.version, id(layer.values))
+            if cache.get(i, (None,))[0] != key:
+                self.check_submodel(submodel)
+                cache[i] = (key, _positions(layer.values, index, values))
+            position, device_values = cache[i][1]
+            if position is not None:
+                layer.values[position] = device_values
             if bias is not None:
                 layer.biases[-1] = bias
+
+    def __getstate__(self):  # a plan travels without what one process cached for its devices
+        return {key: value for key, value in self.__dict__.items() if key != "_reverts"}
 
     def check_submodel(self, submodel):
         """Raise unless ``submodel``'s layers still have their split-time shapes and patterns."""
@@ -115,8 +127,15 @@ def layer_shape(layer):
 
 def assign(array, flat_index, values):
     """array.flat[flat_index] = values, on the array's device, for any memory layout."""
+    position, device_values = _positions(array, flat_index, values)
+    if position is not None:
+        array[position] = device_values
+
+
+def _positions(array, flat_index, values):
+    """(index tuple, values) on ``array``'s device for array.flat[flat_index] = values ((None, None): nothing)."""
     if flat_index.size == 0:
-        return
+        return None, None
     xp = array_module(array)
     position = tuple(xp.asarray(p) for p in np.unravel_index(flat_index, tuple(array.shape)))
-    array[position] = xp.asarray(np.asarray(values, dtype=array.dtype))
+    return position, xp.asarray(np.asarray(values, dtype=array.dtype))

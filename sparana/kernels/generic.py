@@ -1,10 +1,10 @@
 """Kernels written once for any array module (NumPy or CuPy).
 
-This module is the GPU implementation (every call runs on CuPy arrays there;
-:mod:`.gpu` fuses the optimizer rules) and, run on NumPy arrays, the plain
-reference that the Numba kernels of :mod:`sparana.kernels.cpu` are tested against. All kernels share one calling
-convention (see :mod:`sparana.kernels`): activations are feature-major
-(features x batch), results go into ``out`` arguments, updates are in place.
+Run on NumPy arrays, this is the plain reference that the Numba kernels (:mod:`.cpu`) and the CUDA
+kernels (:mod:`.cuda`) are tested against; on the GPU, :mod:`.gpu` uses its element-wise kernels
+(bias and ReLU, the ReLU derivative) and its rule updates, fused. All kernels share one calling
+convention (see :mod:`sparana.kernels`): activations are feature-major (features x batch), results
+go into ``out`` arguments, updates are in place.
 """
 
 from __future__ import annotations

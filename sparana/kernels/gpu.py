@@ -1,14 +1,17 @@
-"""GPU kernels: the array-module code of :mod:`sparana.kernels.generic` run on CuPy, with the
-optimizer rules of :mod:`sparana.kernels.rules` fused by ``cupy.fuse`` into one kernel each.
+"""GPU kernels: the sparse products as CUDA kernels (:mod:`.cuda`, written with Numba's CUDA
+target), the optimizer rules of :mod:`sparana.kernels.rules` fused by ``cupy.fuse`` into one kernel
+each, and the array-module code of :mod:`sparana.kernels.generic` for the element-wise rest.
 
-cuSPARSE (through cupyx) does the sparse products. Kept separate from ``generic`` so that a
-hand-written CUDA kernel can replace any one of them without touching the rest.
+The sparse products read the pattern's index arrays, built on the device once per pattern, and the
+layer's arrays in place: no matrix object per product, no copy of an operand, no gathered
+transpose values, no (entries x batch) products in the SDDMM, no wait for the device.
 """
 
 import functools
 
 from . import generic, rules
-from .generic import bias_activation, relu_backward, sddmm, spmm, spmm_t  # noqa: F401
+from .cuda import sddmm, spmm, spmm_t  # noqa: F401
+from .generic import bias_activation, relu_backward  # noqa: F401
 
 __all__ = ["adam_update", "bias_activation", "relu_backward", "rule_update", "sddmm", "sgd_update", "spmm",
            "spmm_t"]

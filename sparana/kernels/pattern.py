@@ -18,6 +18,9 @@ class SparsePattern:
     transposed entry, so that ``data[perm]`` are the transpose's values.
     All arrays live on the device of ``xp``; indices are int32 (half the memory
     traffic of int64) unless a dimension or the number of entries needs int64.
+    The transpose is built once here, so that the input gradient (``spmm_t``)
+    runs over the rows of the transpose as the forward product runs over the
+    rows of the matrix: each thread writes its own output rows, no atomics.
     """
 
     def __init__(self, indptr, indices, shape, xp=np):
@@ -46,8 +49,34 @@ class SparsePattern:
         self.t_indptr = xp.asarray(transpose.indptr.astype(index))
         self.t_indices = xp.asarray(transpose.indices.astype(index))
         self.perm = xp.asarray(transpose.data.astype(index))
+        self._blocks = {}
+
+    def row_blocks(self, count, transposed=False):
+        """Bounds (``count`` + 1 row numbers) of ``count`` consecutive row blocks of about equal work.
+
+        The rows are those of the matrix, or of its transpose when ``transposed``. A row's work is
+        its stored entries plus one (writing the row costs about as much as one entry), so that
+        threads given one block each finish together. Host arrays, cached per pattern.
+        """
+        key = (int(count), bool(transposed))
+        bounds = self._blocks.get(key)
+        if bounds is None:
+            indptr = _host(self.t_indptr if transposed else self.indptr).astype(np.int64)
+            work = indptr + np.arange(indptr.size)  # cumulative work up to each row
+            targets = np.linspace(0, work[-1], key[0] + 1)
+            bounds = np.searchsorted(work, targets).astype(np.int64)
+            bounds[0], bounds[-1] = 0, indptr.size - 1
+            bounds = self._blocks[key] = np.maximum.accumulate(bounds)
+        return bounds
 
     def keys(self):
-        """Position of every stored entry in the dense (n_in x n_out) weight matrix, flattened."""
-        return _host(self.indices).astype(np.int64) * self.shape[0] + _host(self.rows)
+        """Position of every stored entry in the dense (n_in x n_out) weight matrix, flattened.
+
+        A host array, computed once per pattern (patterns never change): read-only.
+        """
+        if getattr(self, "_keys", None) is None:
+            keys = _host(self.indices).astype(np.int64) * self.shape[0] + _host(self.rows)
+            keys.flags.writeable = False
+            self._keys = keys
+        return self._keys
 

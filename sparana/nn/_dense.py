@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._backend import to_host
 from ._layer import Layer
 
 
@@ -111,10 +110,13 @@ class DenseLayer(Layer):
 
 
 def _dense(weights):
-    """Accept a dense array or a sparse matrix given in the dense (n_in, n_out) orientation."""
-    host = to_host(weights)
-    if hasattr(host, "toarray"):
-        return host.toarray()
+    """Accept a dense array or a sparse matrix given in the dense (n_in, n_out) orientation.
+
+    A (SciPy or cupyx) sparse matrix becomes a dense array on its own device; arrays pass as
+    they are, without a trip to the host.
+    """
+    if hasattr(weights, "toarray"):
+        return weights.toarray()
     return weights
 
 

@@ -186,11 +186,8 @@ class Layer:
 
     def _bernoulli(self, shape):
         keep = 1.0 - self.dropout
-        xp = self.backend.xp
-        if self.backend.is_gpu:
-            seed = int(self._rng.integers(2**63))
-            return (xp.random.default_rng(seed).random(shape, dtype=np.float32) < keep).astype(self.backend.dtype)
-        return (self._rng.random(shape, dtype=np.float32) < keep).astype(self.backend.dtype)
+        rng = self.backend.device_rng(self._rng)  # the model's stream (on the GPU, a device generator from it)
+        return (rng.random(shape, dtype=np.float32) < keep).astype(self.backend.dtype)
 
     # --------------------------------------------------------------- backward
     def activation_backward(self, grad):

@@ -15,6 +15,7 @@ quadratic loss.
 
 from __future__ import annotations
 
+from .._backend import is_device_array
 from ..kernels import generic
 from ._activations import activation as as_activation
 
@@ -46,17 +47,23 @@ def loss_and_gradient(loss, activation, outputs, targets, reduction=None):
 
     ``outputs`` are the head's outputs (classes, batch), feature-major; ``targets`` the target
     matrix of the same shape (one-hot rows of the labels, transposed). ``reduction``: 'mean',
-    'sum' or None (the loss's usual one).
+    'sum' or None (the loss's usual one). The value is a float, or on the GPU a 0-d CuPy array (so
+    that a training step does not wait for the device; ``float(value)`` reads it).
     """
     loss, act = resolve_loss(loss), as_activation(activation)
     divisor = outputs.shape[1] if resolve_reduction(loss, reduction) == "mean" else 1
     if loss == "cross_entropy":
         log_p, grad = act.cross_entropy(outputs, targets)
-        value = -float((targets * log_p).sum()) / divisor
+        value = -_scalar((targets * log_p).sum()) / divisor
     else:
         difference = outputs - targets
-        value = 0.5 * float((difference * difference).sum()) / divisor
+        value = 0.5 * _scalar((difference * difference).sum()) / divisor
         grad = act.backward(difference, outputs, generic)  # array-module code: NumPy or CuPy
     if divisor != 1:
         grad *= outputs.dtype.type(1.0 / divisor)
     return value, grad
+
+
+def _scalar(total):
+    """A float for a NumPy result; a CuPy result stays a 0-d array on the device."""
+    return total if is_device_array(total) else float(total)

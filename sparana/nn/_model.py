@@ -58,7 +58,7 @@ class Model:
         for i, layer in enumerate(self._layers):
             pending = layer._pending[0]
             if size is None and pending is not None:  # infer from the first layer's given weights
-                shape = to_host(pending).shape
+                shape = np.shape(pending)  # arrays and sparse matrices: read without a copy
                 size = shape[1] if layer.is_sparse else shape[0]
                 self._input_size = int(size)
             if size is None:

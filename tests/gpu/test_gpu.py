@@ -149,3 +149,41 @@ def test_optimizer_state_follows_convert_comp_type(sparse):
     assert state_a.keys() == state_b.keys()
     for key in state_a:
         np.testing.assert_allclose(state_b[key], state_a[key], rtol=1e-8, atol=1e-12)
+
+
+def test_the_cuda_kernels_match_the_reference_on_the_gpu():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from cuda_kernel_cases import check
+
+    assert check(xp=cp()) == 50
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_training_step_does_not_wait_for_the_device(sparse):
+    import cupyx
+
+    if not hasattr(cupyx, "allow_synchronize"):
+        pytest.skip("this CuPy cannot forbid synchronisation")
+    _, model = model_pair(sparse, dtype="float32")
+    model.reseed(0)
+    optimizer = sa.AdamOptimizer(model, 1e-3)
+    rng = np.random.default_rng(0)
+    x = cp().asarray(rng.random((16, 30), dtype=np.float32))
+    y = cp().asarray(rng.integers(0, 5, 16))
+    optimizer.train_step(x, y)  # the first step builds the optimizer's state
+    with cupyx.allow_synchronize(False):
+        for _ in range(3):
+            loss = optimizer.train_step(x, y)
+    assert np.isfinite(float(loss))
+
+
+def test_dropout_draws_from_one_device_generator_per_stream():
+    _, model = model_pair(False, dtype="float32")
+    backend = model.backend
+    first = backend.device_rng(model.rng)
+    assert backend.device_rng(model.rng) is first
+    model.reseed(3)
+    assert backend.device_rng(model.rng) is not first

@@ -1,0 +1,94 @@
+"""Thread selection: the usable CPUs (affinity less other processes' load), work sizing, BLAS caps."""
+
+import numpy as np
+import pytest
+
+from sparana import _threads
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """A fresh _Machine on two CPUs whose /proc/stat and process CPU time the test sets."""
+    state = {"busy": 0.0, "own": 0.0, "now": 100.0, "cpus": [0, 1]}
+    monkeypatch.setattr(_threads, "_affinity", lambda: (len(state["cpus"]), state["cpus"]))
+    monkeypatch.setattr(_threads, "_busy_seconds", lambda cpus, count_nice: state["busy"])
+    monkeypatch.setattr(_threads.time, "process_time", lambda: state["own"])
+    monkeypatch.setattr(_threads, "_blas", lambda: None)
+    fresh = _threads._Machine()
+    monkeypatch.setattr(_threads, "_MACHINE", fresh)
+
+    def advance(seconds, busy, own):
+        state["now"] += seconds
+        state["busy"] += busy
+        state["own"] += own
+        fresh.refresh(state["now"])
+        return fresh.usable
+
+    state["advance"] = advance
+    return state
+
+
+def test_other_processes_load_takes_cpus_away(machine):
+    advance = machine["advance"]
+    assert advance(0.1, 0.0, 0.0) == 2  # first look: every CPU of the affinity mask
+    assert advance(0.1, 0.2, 0.2) == 2  # only this process runs
+    assert advance(0.1, 0.14, 0.1) == 2  # a little load elsewhere (under half a CPU) is ignored
+    assert advance(0.1, 0.2, 0.1) == 1  # another process keeps a core busy
+    assert advance(0.1, 0.3, 0.0) == 1  # never fewer than one
+    assert advance(0.1, 0.1, 0.1) == 2  # it went away
+
+
+def test_a_new_affinity_mask_starts_over(machine):
+    advance = machine["advance"]
+    advance(0.1, 0.0, 0.0)
+    assert advance(0.1, 0.12, 0.1) == 2
+    machine["cpus"] = [0, 1, 2, 3]
+    assert advance(0.1, 0.4, 0.0) == 4  # no comparable sample yet for the new mask
+    assert advance(0.1, 0.4, 0.2) == 2
+
+
+def test_usable_cpus_looks_again_only_after_the_window(machine, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(_threads.time, "monotonic", lambda: now[0])
+    calls = []
+
+    def refresh(t):
+        calls.append(t)
+        _threads._MACHINE.checked = t
+
+    monkeypatch.setattr(_threads._MACHINE, "refresh", refresh)
+    _threads.usable_cpus()
+    now[0] += _threads.WINDOW / 2
+    _threads.usable_cpus()
+    assert len(calls) == 1
+
+
+def test_threads_follow_the_work(monkeypatch):
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 8)
+    assert _threads.threads_for(10, 100) == 1
+    assert _threads.threads_for(100, 100) == 1
+    assert _threads.threads_for(101, 100) == 2
+    assert _threads.threads_for(10**9, 100) == 8
+    assert _threads.threads_for(10**9, 100, limit=3) == 3
+    assert _threads.threads_for(10, 0) == 8  # no sizing
+    assert _threads.threads_for(10**9, float("inf")) == 1
+
+
+def test_busy_seconds_reads_proc_stat():
+    busy = _threads._busy_seconds(None, count_nice=False)
+    if busy is None:
+        pytest.skip("no /proc/stat here")
+    assert busy > 0 and _threads._busy_seconds(None, count_nice=True) >= busy
+
+
+def test_single_threaded_blas_caps_and_restores():
+    blas = _threads._blas()
+    if blas is None:
+        pytest.skip("threadpoolctl sees no BLAS")
+    before = [info["num_threads"] for info in blas.info()]
+    with _threads.single_threaded_blas():
+        assert all(info["num_threads"] == 1 for info in blas.info())
+        np.ones((64, 64)) @ np.ones((64, 64))
+    assert [info["num_threads"] for info in blas.info()] == before
+    with _threads.single_threaded_blas(active=False):
+        assert [info["num_threads"] for info in blas.info()] == before
