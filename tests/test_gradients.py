@@ -97,3 +97,26 @@ def test_sparse_and_dense_layers_agree(rng):
         for layer, (gs, bs), (gd, bd) in zip(model.layers, sparse_grads, dense_grads):
             np.testing.assert_allclose(gs, gd.reshape(-1)[layer.value_keys()], rtol=1e-10, atol=1e-12)
             np.testing.assert_allclose(bs, bd, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("head", ["linear", "softmax"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_no_subnormal_number_reaches_the_gradients_of_a_confident_head(head, dtype):
+    """exp() of a very negative log-probability is subnormal; products with one take the CPU's slow
+    path (17x slower head gradients measured), so such probabilities count as 0."""
+    model = build_model([4, 6, 3], ["relu", head], seed=3, dtype=dtype)
+    x = np.ones((8, 4))
+    y = np.zeros(8, dtype=int)
+    tiny = np.finfo(dtype).tiny
+    # logits 0, -L and -L - 3: the last two classes' probabilities fall below the smallest normal number
+    gap = {"float32": 95.0, "float64": 720.0}[dtype]
+    model.layers[1].set_parameters(np.zeros((6, 3)), np.array([0.0, -gap, -gap - 3]))
+    outputs = np.asarray(model.outputs(x))
+    subnormal = lambda a: int(((a != 0) & (np.abs(a) < tiny)).sum())  # noqa: E731
+    assert subnormal(outputs) == 0
+    for g_w, g_b in model.gradients(x, y):
+        assert subnormal(g_w) == 0 and subnormal(g_b) == 0
+    # and the change is below the square root of the smallest normal number
+    full = np.exp(np.array([0.0, -gap, -gap - 3]) - np.log1p(np.exp(-gap) + np.exp(-gap - 3)))
+    if head == "softmax":
+        np.testing.assert_allclose(outputs[0], np.where(full < np.sqrt(tiny), 0, full), rtol=1e-6, atol=0)

@@ -55,6 +55,17 @@ def test_set_drops_the_smallest_of_each_sign_and_grows_as_many_new_connections()
         assert all(new[k] != 0 for k in grown)  # drawn from the initialiser
 
 
+def test_set_grows_weights_at_zero_with_a_zero_initialiser():
+    model = sparse_model()
+    before = [entries(layer) for layer in model.layers]
+    sa.Rewirer(model, "SET", fraction=0.25, schedule="constant", seed=1, init_method=0.0).rewire()
+    for old, layer in zip(before, model.layers):
+        new = entries(layer)
+        grown = set(new) - set(old)
+        assert grown and all(new[k] == 0.0 for k in grown)
+        assert all(new[k] == old[k] for k in set(old) & set(new))
+
+
 def test_set_growth_is_seeded_and_spread_over_the_free_positions():
     runs = []
     for _ in range(2):

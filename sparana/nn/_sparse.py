@@ -2,8 +2,10 @@
 
 Weights are a CSR matrix of shape (n_out, n_in). The forward pass is a sparse-dense product
 (SpMM), the weight gradient is computed only at the stored entries (SDDMM) and never as a dense
-matrix, and the input gradient is a transposed SpMM. The pattern never changes during
-training; :meth:`SparseLayer.keep_only` (pruning) is the only way to shrink it.
+matrix, and the input gradient is a transposed SpMM. The pattern changes only by pruning
+(:meth:`SparseLayer.keep_only`) or rewiring (:meth:`SparseLayer.rewire`); each change gives it a new
+serial number and records where every new entry came from, so that per-entry data (optimizer state,
+statistics, masks) can follow it (:meth:`SparseLayer.carry`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ _SERIALS = itertools.count(1)
 
 
 class SparseLayer(Layer):
-    """A layer whose weights are a CSR matrix (n_out, n_in) with a fixed pattern."""
+    """A layer whose weights are a CSR matrix (n_out, n_in); its pattern changes only by pruning or rewiring."""
 
     is_sparse = True
 

@@ -6,7 +6,10 @@ connections that were not stored, so that each layer keeps exactly its number of
 * 'SET' (Mocanu et al. 2018) drops the smallest non-negative weights and the negative weights
   closest to zero (the fraction of each sign on its own) and grows at random positions; new
   weights are drawn from the initialiser (``init_method``, ``scale``; see
-  :mod:`sparana.nn._sparse_init`), scaled by the new pattern's live fans.
+  :mod:`sparana.nn._sparse_init`), scaled by the new pattern's live fans, as in SET's paper;
+  ``init_method=0.0`` starts them at zero instead, as the RigL authors' SET does (in
+  ``jobs/dynamic_sparse.py`` that trained better: the initialiser's draws are noise that the
+  network first has to unlearn).
 * 'RigL' (Evci et al. 2020) drops the weights smallest in magnitude and grows where the dense
   gradient |dL/dW| on a batch is largest; new weights start at zero. The dense gradient is
   computed in blocks of rows, so a large layer's is never held whole
