@@ -60,6 +60,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     from . import CheckpointError, cluster
     from .cluster import ClusterError, ConfigError, ReportError, SweepError
+    from .cluster._sweep import SweepUnfinished
     from .data import DatasetError, FetchError
 
     try:
@@ -69,7 +70,7 @@ def main(argv=None):
         return _run(args) if args.command == "run" else _sweep(args)
     except (ConfigError, DatasetError, ReportError, SweepError, CheckpointError) as exc:
         print(f"sparana {args.command}: error: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc, SweepError) and "did not finish" in str(exc) else EXIT_USAGE
+        return 1 if isinstance(exc, SweepUnfinished) else EXIT_USAGE
     except (ClusterError, FetchError) as exc:  # the cluster or the data's mirrors: not the command's fault
         print(f"sparana {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from ..data._datasets import NAMED
 from ._schema import SCHEMA, ConfigError, Invalid, check_experiment, validate
 
 PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
@@ -206,7 +207,7 @@ def _resolve_paths(raw, folder):
     data = raw.get("data")
 
     def absolute(value):
-        if isinstance(value, str) and value not in ("mnist", "fashion-mnist") and "${" not in value:
+        if isinstance(value, str) and value not in NAMED and "${" not in value:
             return str((folder / Path(value).expanduser()).resolve())
         return value
 

@@ -93,7 +93,7 @@ class ExperimentResult:
 
 def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None, settings=None, test=None,
                   progress=True, name="train_and_mix", seed=None, statistics_samples=1000, checkpoint=None,
-                  resume=None, data=None, log_dir=None, rewire=None):
+                  resume=None, data=None, log_dir=None, rewire=None, on_round=None):
     """Federated-style training: every round each worker trains the master's weights on its shard for
     ``local_steps`` minibatches, and the driver mixes the results into the master.
 
@@ -108,7 +108,8 @@ def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None
     such a file to continue from. ``log_dir``: a folder for TensorBoard
     scalars of every round (under ``<log_dir>/<name>/``). ``rewire``: a
     :class:`Rewiring` (dynamic sparse training: the driver rewires the master's
-    sparse layers before the rounds it names, see :mod:`._rewiring`). Returns an
+    sparse layers before the rounds it names, see :mod:`._rewiring`).
+    ``on_round(result)``: called after every round (checkpointed by then). Returns an
     :class:`ExperimentResult`.
     """
     if mix not in MIXES:
@@ -140,14 +141,14 @@ def train_and_mix(model, workers, rounds, local_steps, mix="average", prune=None
 
     try:
         return _run(name, model, rounds, local_steps, config, one_round, _test_split(test, data), progress, seed,
-                    checkpoint, resume, log_dir, _experiment_tag(workers, name))
+                    checkpoint, resume, log_dir, _experiment_tag(workers, name), on_round)
     finally:
         _release(workers, owned)
 
 
 def vulcanize(model, workers, sizes, rounds, local_steps, settings=None, test=None, progress=True,
               name="vulcanize", seed=None, selection_type="random", consolidation="original", depth=None,
-              checkpoint=None, resume=None, std=None, data=None, log_dir=None):
+              checkpoint=None, resume=None, std=None, data=None, log_dir=None, on_round=None):
     """Independent subnetwork training: every round the driver splits the master's last layers
     into one disjoint submodel per worker, each worker trains its submodel (on its own GPU when it
     has one) on its shard, and the driver melds them back.
@@ -157,7 +158,7 @@ def vulcanize(model, workers, sizes, rounds, local_steps, settings=None, test=No
     the last ``depth`` layers (default all). See :meth:`Vulcanizer.split_models`;
     ``selection_type`` and ``std`` (the spread of 'normal') choose the units.
     The master's layers before the split travel to each worker once per round
-    to compute its submodel's inputs. ``checkpoint``/``resume``/``log_dir`` as
+    to compute its submodel's inputs. ``checkpoint``/``resume``/``log_dir``/``on_round`` as
     for :func:`train_and_mix`.
     """
     settings = _settings(settings)
@@ -188,17 +189,18 @@ def vulcanize(model, workers, sizes, rounds, local_steps, settings=None, test=No
 
     try:
         return _run(name, model, rounds, local_steps, config, one_round, _test_split(test, data), progress, seed,
-                    checkpoint, resume, log_dir, _experiment_tag(workers, name))
+                    checkpoint, resume, log_dir, _experiment_tag(workers, name), on_round)
     finally:
         _release(workers, owned)
 
 
 # --------------------------------------------------------------------- the loop
 def _run(name, model, rounds, local_steps, config, one_round, test, progress, seed, checkpoint, resume,
-         log_dir=None, experiment=None):
+         log_dir=None, experiment=None, on_round=None):
     """Run rounds [first, rounds) of an experiment: resume, train, evaluate, checkpoint, record.
 
-    ``experiment``: the tag of the driver's Ray metrics (default ``name``).
+    ``experiment``: the tag of the driver's Ray metrics (default ``name``); ``on_round(result)``
+    is called after every round.
     """
     for label, value in (("rounds", rounds), ("local_steps", local_steps)):
         if not isinstance(value, int) or value < 1:
@@ -227,6 +229,8 @@ def _run(name, model, rounds, local_steps, config, one_round, test, progress, se
         if board is not None:
             board.add_round(result.rounds[-1], outputs)
         record_driver(experiment or name, round_index, accuracy, result.rounds[-1].get("sparsity"), stage=name)
+        if on_round is not None:
+            on_round(result)
     return result
 
 

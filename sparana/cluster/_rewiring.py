@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._checks import check_integer
+from .._checks import check_integer, check_ratio
 from ..data import load_mnist, to_float
 from ..sparsity._pruning import rewire_fraction
 from ..sparsity._rewire import METHODS, Rewirer
@@ -53,7 +53,8 @@ class Rewiring:
         check_integer("samples", self.samples, low=1)
         if self.end is not None:
             check_integer("end", self.end, low=1)
-        rewire_fraction(self.fraction, 0, 1, self.schedule)  # refuses an unknown schedule or a bad fraction
+        check_ratio("fraction", self.fraction)
+        rewire_fraction(self.fraction, 0, 1, self.schedule)  # refuses an unknown schedule
 
     def fraction_at(self, round_index, rounds):
         """The fraction rewired before ``round_index`` (0 when that round does not rewire)."""

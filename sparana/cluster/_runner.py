@@ -86,15 +86,15 @@ def run_experiment(config, data=None, checkpoint=None, resume=False, on_round=No
                               role=role or ("submodel" if config["experiment"] == "vulcanize" else "trainer"),
                               cpus_per_worker=cpus_per_worker or 1, gpus_per_worker=gpus_per_worker,
                               comp_type=comp_type)
+
+    def after_round(result):  # the figures as the final round gets them below (the checkpoint keeps its own)
+        on_round(reported({**result.rounds[-1], **_model_figures(model, config)}), result)
+
     try:
         experiment = _experiment(config, model, workers, data, log_dir)
-        if first >= config["rounds"]:  # every round is done: load the model and figures from the checkpoint
-            result = experiment(config["rounds"], checkpoint=None, resume=path)
-        for round_index in range(first, config["rounds"]):
-            result = experiment(round_index + 1, checkpoint=path, resume=path if round_index > 0 else None)
-            result.rounds[-1].update(_model_figures(model, config))
-            if on_round is not None:
-                on_round(reported(result.rounds[-1]), result)
+        # (with every round done, this loads the model and the figures from the checkpoint)
+        result = experiment(config["rounds"], checkpoint=path, resume=path if first else None,
+                            on_round=None if on_round is None else after_round)
     finally:
         if own:
             workers.shutdown()
@@ -117,13 +117,13 @@ def summary(result):
 
 
 def _experiment(config, model, workers, data, log_dir=None):
-    """A function (rounds, checkpoint=, resume=) running the config's experiment to that many rounds."""
+    """A function (rounds, checkpoint=, resume=, on_round=) running the config's experiment to that many rounds."""
     common = dict(settings=TrainSettings(**config["train"]), test=data.test, progress=False, name=config["name"],
                   seed=config["seed"], log_dir=log_dir)
     if config["experiment"] == "vulcanize":
         options = config["vulcanize"]
 
-        def run(rounds, **io):
+        def run(rounds, **io):  # io: checkpoint, resume, on_round
             return vulcanize(model, workers, options["sizes"], rounds, config["local_steps"], depth=options["depth"],
                              selection_type=options["selection"], consolidation=options["consolidation"],
                              std=options["std"], **common, **io)

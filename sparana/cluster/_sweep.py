@@ -40,6 +40,10 @@ class SweepError(RuntimeError):
     """A sweep that cannot start or resume as asked, or whose trials did not all finish."""
 
 
+class SweepUnfinished(SweepError):
+    """A sweep that ran but whose trials did not all finish (``--resume`` continues it)."""
+
+
 def sweep_resources(config, local_mode=False):
     """{driver_cpus, cpus_per_worker, gpus_per_worker} of every trial: the config's ``sweep.resources``
     (else its ``resources``); by default 1 CPU each, and 1 GPU per worker where the cluster has GPUs."""
@@ -93,7 +97,7 @@ def run_sweep(config, results="results", resume=False, local_mode=False, verbose
     finished = statuses.count("TERMINATED")
     if finished < total:
         failed = [str(result.error).strip().splitlines()[-1] for result in grid if result.error is not None][:3]
-        raise SweepError(f"{total - finished} of {total} trials did not finish"
+        raise SweepUnfinished(f"{total - finished} of {total} trials did not finish"
                          + (f" ({statuses.count('ERROR')} failed: {'; '.join(failed)})" if failed else "")
                          + f"; `sparana sweep {config.source} --resume` continues the sweep")
     return rows
