@@ -46,7 +46,8 @@ WINDOW = 0.1
 
 def _affinity():
     try:
-        return len(os.sched_getaffinity(0)), sorted(os.sched_getaffinity(0))
+        cpus = os.sched_getaffinity(0)
+        return len(cpus), sorted(cpus)
     except (AttributeError, OSError):  # not Linux
         return os.cpu_count() or 1, None
 
@@ -133,7 +134,7 @@ def threads_for(work, work_per_thread, limit=None):
     if limit is not None:
         threads = min(threads, limit)
     if work_per_thread > 0:
-        threads = min(threads, max(1, math.ceil(work / work_per_thread)) if math.isfinite(work_per_thread) else 1)
+        threads = min(threads, max(1, math.ceil(work / work_per_thread)))  # (infinite: work / inf = 0, one thread)
     return max(threads, 1)
 
 
@@ -155,7 +156,6 @@ def _blas_default():
 
 @contextlib.contextmanager
 def _blas_cap(threads):
-    _blas_default()  # note the original count before the first change
     _MACHINE.blas_caps.append(threads)
     _MACHINE.apply_blas()
     try:

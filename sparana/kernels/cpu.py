@@ -62,6 +62,14 @@ BLOCKS_PER_THREAD = 1
 TILE_BYTES = 512
 
 
+def _renamed(function, suffix):
+    """A copy of ``function`` named ``<name>_<suffix>`` (the key of Numba's on-disk cache)."""
+    copy = _pytypes.FunctionType(function.__code__, function.__globals__, f"{function.__name__}_{suffix}",
+                                 function.__defaults__, function.__closure__)
+    copy.__qualname__ = f"{function.__qualname__}_{suffix}"
+    return copy
+
+
 class _Kernel:
     """A ``prange`` loop compiled to run in parallel, and run on one thread when its work is small
     (or when asked): then waking the thread pool would cost more than it saves.
@@ -76,10 +84,7 @@ class _Kernel:
         self.plain_below = plain_below
         # A renamed copy: Numba's on-disk cache is keyed by the function's name and would
         # otherwise hand one variant's machine code to the other.
-        copy = _pytypes.FunctionType(function.__code__, function.__globals__, function.__name__ + "_plain",
-                                     function.__defaults__, function.__closure__)
-        copy.__qualname__ = function.__qualname__ + "_plain"
-        self.plain = njit(parallel=False, **_OPTIONS)(copy)
+        self.plain = njit(parallel=False, **_OPTIONS)(_renamed(function, "plain"))
 
     def threads(self, work, parallel=True):
         """Threads for a call with ``work``: 0 for the plain compile, else how many the parallel one uses."""
@@ -365,12 +370,7 @@ def _rules_version(*functions):
     would otherwise keep serving the machine code of a rule edited since."""
     code = repr([(r.__code__.co_code, r.__code__.co_consts, r.__code__.co_names) for r in (rules.adam, rules.sgd)])
     tag = f"{zlib.crc32(code.encode()):08x}"
-    copies = []
-    for function in functions:
-        copy = _pytypes.FunctionType(function.__code__, function.__globals__, f"{function.__name__}_{tag}")
-        copy.__qualname__ = f"{function.__qualname__}_{tag}"
-        copies.append(copy)
-    return copies
+    return [_renamed(function, tag) for function in functions]
 
 
 # Inlined into the loops: a call that is not inlined keeps LLVM from vectorising them (3x slower).

@@ -21,20 +21,12 @@ operand is contiguous across the batch; CSR (n_out, n_in) with sorted indices (i
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 
 THREADS = 128  # batch columns per block of spmm / spmm_t (at most; fewer for small batches)
 LANES = 32  # a warp
-
-
-@functools.lru_cache(maxsize=None)
-def _cuda():
-    from numba import cuda
-
-    return cuda
 
 
 def _kernels():
@@ -47,7 +39,7 @@ def _kernels():
 def _device(array):
     """A Numba view of a CuPy array (no copy, no synchronisation); NumPy arrays pass as they are."""
     if hasattr(array, "__cuda_array_interface__"):
-        return _cuda().from_cuda_array_interface(array.__cuda_array_interface__, owner=array, sync=False)
+        return _kernels().cuda.from_cuda_array_interface(array.__cuda_array_interface__, owner=array, sync=False)
     return array
 
 

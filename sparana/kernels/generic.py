@@ -72,14 +72,16 @@ def rule_update(rule, w, g, state, index, step):
     """One step of ``rule`` (see :mod:`.rules`) on the flat parameter ``w``, in place, as whole-array code.
 
     ``index`` (or None for every entry) selects the trained entries of ``w`` and ``g``; each
-    array of ``state`` holds one value per trained entry and is updated in place; ``step`` is the
-    rule's record of scalars.
+    array of ``state`` holds one value per trained entry and is updated in place, or is None for a
+    state that is zero and not kept (SGD without momentum); ``step`` is the rule's record of scalars.
     """
     wi = w if index is None else w[index]
     gi = g if index is None else g[index]
-    new_w, *new_state = rule(wi, gi, *state, step.scalars(w.dtype))
+    zero = w.dtype.type(0)
+    new_w, *new_state = rule(wi, gi, *(zero if s is None else s for s in state), step.scalars(w.dtype))
     for array, new in zip(state, new_state):
-        array[...] = new
+        if array is not None:
+            array[...] = new
     if index is None:
         w[...] = new_w
     else:
@@ -96,6 +98,4 @@ def adam_update(w, g, m, v, index, step, parallel=True):
 
 def sgd_update(w, g, velocity, index, step, parallel=True):
     """One SGD step (``step``: an :class:`~.rules.SGDStep`), with momentum when ``velocity`` is given."""
-    if velocity is None:  # no momentum: the velocity starts at zero and is not kept
-        velocity = _xp(w).zeros(w.size if index is None else index.size, dtype=w.dtype)
     rule_update(rules.sgd, w, g, (velocity,), index, step)

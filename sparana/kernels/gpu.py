@@ -45,6 +45,4 @@ def adam_update(w, g, m, v, index, step, parallel=True):
 
 
 def sgd_update(w, g, velocity, index, step, parallel=True):
-    if velocity is None:  # no momentum: the velocity starts at zero and is not kept
-        velocity = generic._xp(w).zeros(w.size if index is None else index.size, dtype=w.dtype)
     rule_update(rules.sgd, w, g, (velocity,), index, step)
