@@ -12,14 +12,7 @@ import numpy as np
 from .._backend import to_host
 from .._checks import check_finite
 from ._init_rules import normal, weight_std, xavier_std
-from ._sparse_init import (  # noqa: F401  (re-exported: the sparse initialisation lives there)
-    DENSITY_DISTRIBUTIONS,
-    check_scale,
-    initialize_sparse_weights,
-    layer_densities,
-    pattern_values,
-    random_pattern,
-)
+from ._sparse_init import check_scale, pattern_values
 
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from .._backend import Backend, to_host
 from .._checks import check_dropout, check_integer
 from .._threads import single_threaded_blas
-from . import _batches, _initializers, _surgery
+from . import _batches, _initializers, _sparse_init, _surgery
 from ._layer import DROPOUT_STYLES, Layer
 from ._losses import loss_and_gradient, resolve_loss
 
@@ -313,8 +313,8 @@ class Model:
         original's). Sparse layers get a CSR pattern; dense layers get the same pattern as a
         prune mask. The new pattern replaces any earlier one. Returns the densities.
         """
-        return _initializers.initialize_sparse_weights(self, density, init_method, bias_constant, distribution,
-                                                       scale, epsilon)
+        return _sparse_init.initialize_sparse_weights(self, density, init_method, bias_constant, distribution,
+                                                      scale, epsilon)
 
     def convert_comp_type(self, comp_type=None):
         """Move every array to the other backend (or to ``comp_type``); optimizer state follows."""

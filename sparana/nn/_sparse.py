@@ -161,8 +161,8 @@ class SparseLayer(Layer):
     def to_scipy(self):
         """A host SciPy CSR copy of the weights (n_out, n_in)."""
         p = self._pattern
-        return scipy.sparse.csr_matrix((np.array(to_host(self._data)), to_host(p.indices).copy(),
-                                        to_host(p.indptr).copy()), shape=p.shape)
+        return scipy.sparse.csr_matrix((to_host(self._data, copy=True), to_host(p.indices, copy=True),
+                                        to_host(p.indptr, copy=True)), shape=p.shape)
 
     def dense_weights(self):
         """W as a dense (n_in, n_out) array on the layer's device (the dense layers' orientation)."""
@@ -176,14 +176,11 @@ class SparseLayer(Layer):
         """Prune: remove the stored entries where ``keep`` is False from the pattern."""
         keep = self._as_mask(keep, "keep mask")
         keep_host = to_host(keep)
-        mask = None if self._training_mask is None else to_host(self._training_mask)[keep_host]
         p = self._pattern
         rows = to_host(p.rows)[keep_host]
         indices = to_host(p.indices)[keep_host]
         indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=self._size))])
-        self._set_pattern(indptr, indices, self._data[keep], np.flatnonzero(keep_host))
-        if mask is not None:
-            self._training_mask = self.backend.asarray(mask)
+        self.rewire(indptr, indices, self._data[keep], np.flatnonzero(keep_host))  # the training mask follows
 
     def forward(self, x, train=False):
         # The kernels read the inputs row by row (a feature across the batch): make them contiguous

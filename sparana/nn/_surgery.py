@@ -13,7 +13,7 @@ import scipy.sparse
 from .._backend import Backend, to_host
 from .._checks import is_integer
 from ._dense import DENSE_LAYERS
-from ._keys import dense_mask, host_matrix, values_mask
+from ._keys import dense_mask, host_matrix, present_mask, values_mask
 from ._sparse import SPARSE_LAYERS
 
 
@@ -51,7 +51,7 @@ def convert(model, indices=None, to_sparse=True):
             new.set_parameters(scipy.sparse.csr_matrix(to_host(layer.weights).T), layer.biases)
         else:
             new.set_parameters(layer.dense_weights(), layer.biases)
-            new.prune_mask = dense_mask(layer, np.ones(layer.nnz, dtype=bool))
+            new.prune_mask = present_mask(layer)
         if layer.training_mask is not None:
             new.training_mask = values_mask(new, dense_mask(layer, layer.training_mask))
         model.layers[i] = new

@@ -93,8 +93,7 @@ class Lobotomizer(StatisticsMixin):
         if layers is not None and len(layers) != model.depth:
             raise ValueError(f"one flag per layer expected ({model.depth}), got {len(layers)}")
         if self.statistics is not None:
-            self._follow_patterns()
-            check_statistics_list(model, self.statistics)
+            self._require_statistics()
         counts = []
         for i, layer in enumerate(model.layers):
             keep = to_host(layer.values) >= 0

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from .._checks import check_integer, check_ratio
+from ..nn._training import schedule_factor
 from ._selection import ranked, selection_count
 
 
@@ -98,7 +99,4 @@ def rewire_fraction(fraction, step, end=None, schedule="cosine"):
     if end is None:
         raise ValueError(f"the {schedule!r} schedule decays to 0 at an end step: give end=... (e.g. the "
                          f"number of training steps), or use schedule='constant'")
-    progress = step / end
-    if schedule == "cosine":
-        return float(fraction) / 2 * (1 + math.cos(math.pi * progress))
-    return float(fraction) * (1 - progress)
+    return float(fraction) * schedule_factor(schedule, step + 1, end)

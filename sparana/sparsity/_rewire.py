@@ -103,13 +103,14 @@ class Rewirer:
         check_ratio("fraction", fraction)
         optimizers = self._optimizers(optimizer)
         indices = self._indices()
-        drops = {i: self._drop(self.model.layers[i], fraction) for i in indices}
+        hosts = {i: _on_host(self.model.layers[i]) for i in indices}
+        drops = {i: self._drop(self.model.layers[i], hosts[i][0], fraction) for i in indices}
         counts = [0] * self.model.depth
         for i, keep in drops.items():
             counts[i] = int(keep.size - keep.sum())
-        grown = self._gradient_growth(counts, inputs, labels, optimizers) if self.method == "RigL" else {}
+        grown = self._gradient_growth(counts, inputs, labels, optimizers, hosts) if self.method == "RigL" else {}
         for i, keep in drops.items():
-            self._apply(self.model.layers[i], keep, counts[i], grown.get(i))
+            self._apply(self.model.layers[i], hosts[i], keep, counts[i], grown.get(i))
         for each in optimizers:
             each.sync()
         self.history.append({"step": self.steps, "fraction": float(fraction), "replaced": list(counts)})
@@ -148,9 +149,9 @@ class Rewirer:
             return [self.optimizer]
         return self.model.optimizers
 
-    def _drop(self, layer, fraction):
-        """Keep mask of the layer's stored weights; no more dropped than there are free positions."""
-        values = to_host(layer.values)
+    def _drop(self, layer, values, fraction):
+        """Keep mask of the layer's stored weights (``values``, on the host); no more dropped than there
+        are free positions."""
         if self.method == "SET":
             keep = rewiring.drop_smallest_signed(values, fraction)
         else:
@@ -161,7 +162,7 @@ class Rewirer:
             keep[dropped[np.argsort(np.abs(values[dropped]), kind="stable")[free:]]] = True
         return keep
 
-    def _gradient_growth(self, counts, inputs, labels, optimizers):
+    def _gradient_growth(self, counts, inputs, labels, optimizers, hosts):
         """{layer: positions to grow} where |dL/dW| on the batch is largest, for every layer to grow in."""
         wanted = {i: c for i, c in enumerate(counts) if c}
         if not wanted:
@@ -175,10 +176,9 @@ class Rewirer:
 
         def rank(i, grad_z):
             if i in wanted:
-                layer = self.model.layers[i]
-                p = layer.pattern
-                grown[i], _ = rewiring.top_gradient_positions(to_host(grad_z), to_host(layer._inputs), to_host(p.indptr),
-                                                              to_host(p.indices), wanted[i])
+                _, indptr, indices = hosts[i]
+                grown[i], _ = rewiring.top_gradient_positions(to_host(grad_z), to_host(self.model.layers[i]._inputs),
+                                                              indptr, indices, wanted[i])
 
         self.model.backprop(inputs, labels, loss, backward_layers=self.model.depth - min(wanted), reduction=reduction,
                             grad_hook=rank)
@@ -192,17 +192,17 @@ class Rewirer:
                              f"optimizer that has trained a step (of the model's optimizers, {found})")
         return batches[0]
 
-    def _apply(self, layer, keep, count, grown):
-        """Replace the dropped entries of ``layer`` by ``count`` new ones (``grown``, or random)."""
+    def _apply(self, layer, host, keep, count, grown):
+        """Replace the dropped entries of ``layer`` (``host``: its values, indptr and indices on the host)
+        by ``count`` new ones (``grown``, or random)."""
         if count == 0:
             return
-        p = layer.pattern
-        n_out, n_in = p.shape
-        stored = rewiring.stored_positions(to_host(p.indptr), to_host(p.indices), n_in)
+        values, indptr, indices = host
+        n_out, n_in = layer.pattern.shape
+        stored = rewiring.stored_positions(indptr, indices, n_in)
         if grown is None:
             grown = rewiring.free_positions(self.rng, n_out * n_in, count, stored)
         kept = np.flatnonzero(keep)
-        values = to_host(layer.values)
         indptr, cols, data, source, slots = rewiring.rebuild(stored[kept], values[kept], kept, grown, (n_out, n_in))
         if self.method == "SET":  # new weights from the initialiser, scaled by the new pattern's fans
             rows, new_cols = np.divmod(grown, n_in)
@@ -210,3 +210,8 @@ class Rewirer:
                               np.bincount(cols, minlength=n_in), layer.nnz / (n_out * n_in), self.scale)
             data[slots] = normal(self.rng, slots.size, stds, data.dtype)
         layer.rewire(indptr, cols, data, source)
+
+
+def _on_host(layer):
+    """(values, indptr, indices) of a sparse layer on the host: copied from the device once per rewiring."""
+    return to_host(layer.values), to_host(layer.pattern.indptr), to_host(layer.pattern.indices)
