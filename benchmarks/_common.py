@@ -16,6 +16,20 @@ import time
 import numpy as np
 
 
+def sparse_documentation_model(density, seed=0):
+    """The documentation's MLP with its three hidden layers CSR at ``density`` (random pattern; the
+    400x10 head dense), or all dense at density 1. Sparana is imported here, not at the top: a
+    benchmark's worker may run the Sparana of another checkout (``--baseline``)."""
+    import sparana as sa
+
+    model = sa.documentation_model(comp_type="CPU", seed=seed)
+    if density < 1:
+        model.initialize_sparse_weights([density] * 3 + [1.0], "Xavier", bias_constant=0.1)
+        model.convert_to_sparse([0, 1, 2])
+        model.layers[3].prune_mask = None
+    return model
+
+
 def run_worker(script, *args, timeout=1800, env=None):
     """Run ``python script --worker args...`` (in ``env``, default this one) and return the JSON it
     prints on its last line."""

@@ -19,19 +19,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table  # noqa: E402
+from _common import sparse_documentation_model, table  # noqa: E402
 
 import sparana as sa  # noqa: E402
 
 BATCH = 128
-
-
-def model_at(density, seed=0):
-    model = sa.documentation_model(comp_type="CPU", seed=seed)
-    model.initialize_sparse_weights([density] * 3 + [1.0], "Xavier", bias_constant=0.1)
-    model.convert_to_sparse([0, 1, 2])
-    model.layers[3].prune_mask = None
-    return model
 
 
 def measure(density, repeats, batch):
@@ -40,11 +32,11 @@ def measure(density, repeats, batch):
     setups = {}
     for name, make in (("step SGD", lambda m: sa.SGDOptimizer(m, 0.01, momentum=0.9)),
                        ("step Adam", lambda m: sa.AdamOptimizer(m, 1e-3))):
-        model = model_at(density)
+        model = sparse_documentation_model(density)
         optimizer = make(model)
         setups[name] = (lambda o=optimizer: o.train_step(x, y))
     for method in ("SET", "RigL"):
-        model = model_at(density)
+        model = sparse_documentation_model(density)
         optimizer = sa.AdamOptimizer(model, 1e-3)
         optimizer.train_step(x, y)
         rewirer = sa.Rewirer(model, method, 0.3, schedule="constant", seed=0, optimizer=optimizer)
@@ -70,7 +62,7 @@ def main():
     rows, worst = [], 0.0
     for density in (0.01, 0.05):
         best = measure(density, args.repeats, batch)
-        weights = sum(layer.nnz for layer in model_at(density).layers[:3])
+        weights = sum(layer.nnz for layer in sparse_documentation_model(density).layers[:3])
         for method in ("SET", "RigL"):
             ratio = best[f"rewire {method}"] / min(best["step SGD"], best["step Adam"])
             worst = max(worst, ratio)

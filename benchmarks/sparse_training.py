@@ -32,28 +32,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_of, emit, gemm_rate, run_worker, table  # noqa: E402
+from _common import best_of, emit, gemm_rate, run_worker, sparse_documentation_model, table  # noqa: E402
 
 BATCH = 128
 SIZES = (784, 1000, 800, 400, 10)
-
-
-def sparana_model(density):
-    import sparana as sa
-
-    model = sa.documentation_model(comp_type="CPU", seed=0)
-    if density < 1:
-        model.initialize_sparse_weights([density] * 3 + [1.0], "Xavier", bias_constant=0.1)
-        model.convert_to_sparse([0, 1, 2])
-        model.layers[3].prune_mask = None
-    return model
 
 
 def sparana_epoch(density):
     import sparana as sa
 
     loader = sa.Loader.from_mnist(sa.load_mnist(), seed=0, one_hot=False)
-    model = sparana_model(density)
+    model = sparse_documentation_model(density)
     optimizer = sa.AdamOptimizer(model, 1e-3)
     for _ in range(5):
         optimizer.train_step(*loader.minibatch(BATCH))
@@ -68,7 +57,7 @@ def sparana_inference(density, repeats=30):
     import sparana as sa
 
     x = sa.load_mnist().test.images[:1000].astype("float32") / 255
-    model = sparana_model(density)
+    model = sparse_documentation_model(density)
     return {"seconds": _best(lambda: model.outputs(x), repeats)}
 
 
@@ -76,7 +65,7 @@ def sparana_sgd_step(density, repeats=30):
     import sparana as sa
 
     loader = sa.Loader.from_mnist(sa.load_mnist(), seed=0, one_hot=False)
-    model = sparana_model(density)
+    model = sparse_documentation_model(density)
     optimizer = sa.SGDOptimizer(model, 1e-2)
     x, y = loader.minibatch(BATCH)
     return {"seconds": _best(lambda: optimizer.train_step(x, y), repeats)}
@@ -88,7 +77,7 @@ def sparana_sgd_median(density, steps=200):
     import sparana as sa
 
     loader = sa.Loader.from_mnist(sa.load_mnist(), seed=0, one_hot=False)
-    model = sparana_model(density)
+    model = sparse_documentation_model(density)
     optimizer = sa.SGDOptimizer(model, 1e-2)
     x, y = loader.minibatch(BATCH)
     end = time.perf_counter() + 1.0  # compiles, and lets the thread choice see the machine
