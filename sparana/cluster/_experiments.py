@@ -302,7 +302,13 @@ def _prune(model, prune, round_index):
         lobo.prune_smallest(layers=[target if i in layers else None for i in range(model.depth)])
         if prune.convert_at is not None and target >= prune.convert_at:
             model.convert_to_sparse(layers)
-    sparsities = lobo.sparsities()
+    return mean_sparsity(model, layers)
+
+
+def mean_sparsity(model, layers=None):
+    """The mean sparsity of the model's ``layers`` (indices; default all but the last)."""
+    layers = list(range(model.depth - 1)) if layers is None else layers
+    sparsities = Lobotomizer(model).sparsities()
     return float(np.mean([sparsities[i] for i in layers]))
 
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 import sparana as sa
 
 from ..data import dataset_shape, load_dataset
-from ._experiments import Pruning, train_and_mix, vulcanize
+from ._experiments import Pruning, mean_sparsity, train_and_mix, vulcanize
 from ._placement import ray_workers
 from ._schema import ConfigError
 from ._worker import TrainSettings
@@ -141,7 +140,5 @@ def _experiment(config, model, workers, data, log_dir=None):
 
 def _model_figures(model, config):
     """Sparsity (mean over the pruned layers, by default all but the last) and stored parameters."""
-    prune = config.get("prune") or {}
-    layers = prune.get("layers") or list(range(model.depth - 1)) or [0]
-    sparsities = sa.Lobotomizer(model).sparsities()
-    return {"sparsity": float(np.mean([sparsities[i] for i in layers])), "parameters": model.parameter_count()}
+    layers = (config.get("prune") or {}).get("layers") or list(range(model.depth - 1)) or [0]
+    return {"sparsity": mean_sparsity(model, layers), "parameters": model.parameter_count()}
