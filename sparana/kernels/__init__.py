@@ -6,6 +6,8 @@ Every backend module provides the same functions with the same arguments:
     z += bias[:, None]; ReLU when asked (in place).
 ``relu_backward(grad, outputs, scale=1.0)``
     grad *= scale * (outputs > 0) (in place).
+``row_sums(a, out)``
+    out = a.sum(axis=1): a layer's bias gradient from dL/dz.
 ``spmm(pattern, data, x, bias, relu, out)``
     out = W @ x (+ bias, ReLU) for a CSR W of the pattern with values ``data``.
 ``spmm_t(pattern, data, grad, out)``

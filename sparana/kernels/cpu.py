@@ -8,8 +8,8 @@ seeded run is repeatable bit for bit.
 How many threads a call runs on is chosen by :mod:`sparana._threads`: the CPUs
 this process may use and no other process keeps busy, and no more than its
 work pays for (one thread per :data:`PARALLEL_WORK` multiply-adds begun). A call
-with less work than its kernel's ``plain_below`` uses a plain (non-parallel)
-compile; so do the element-wise steps of dense layers (``parallel=False``):
+that gets one thread runs a plain (non-parallel) compile; so do the element-wise
+steps of dense layers (``parallel=False``):
 between the BLAS matrix products of a dense model, a second thread pool would
 only fight BLAS's own threads for the cores.
 
@@ -53,7 +53,9 @@ from . import rules  # noqa: E402
 from .generic import rule_update  # noqa: E402,F401  (the experimental optimizers' rules)
 from .pattern import SparsePattern  # noqa: E402
 
-_OPTIONS = dict(fastmath=True, cache=True, nogil=True)
+# NumPy's error model: Python's would test every division for a zero divisor (and raise), a branch
+# that keeps LLVM from vectorising the loops (Adam's step on one thread: 3x slower).
+_OPTIONS = dict(fastmath=True, cache=True, nogil=True, error_model="numpy")
 # Multiply-adds (or elements) that pay for one more thread; below it a kernel runs on one thread.
 PARALLEL_WORK = 1 << 16
 # Row blocks per thread in the sparse products (more than one only in tests, to cross block edges).
@@ -71,17 +73,16 @@ def _renamed(function, suffix):
 
 
 class _Kernel:
-    """A ``prange`` loop compiled to run in parallel, and run on one thread when its work is small
-    (or when asked): then waking the thread pool would cost more than it saves.
+    """A ``prange`` loop compiled twice: to run in parallel, and plain (one thread, without Numba's
+    thread-pool machinery, a few microseconds a call).
 
-    Calls with less work than ``plain_below`` use a plain (non-parallel) compile, which skips
-    Numba's thread-pool machinery (a few microseconds a call); the others run the parallel form,
-    which LLVM vectorises better for some loops, on as many threads as :meth:`threads` says.
+    A call whose work pays for one thread only runs the plain compile; so does every call of a
+    kernel made with ``threaded=False`` or called with ``parallel=False``.
     """
 
-    def __init__(self, function, plain_below=0):
+    def __init__(self, function, threaded=True):
         self.parallel = njit(parallel=True, **_OPTIONS)(function)
-        self.plain_below = plain_below
+        self.threaded = threaded
         # A renamed copy: Numba's on-disk cache is keyed by the function's name and would
         # otherwise hand one variant's machine code to the other.
         self.plain = njit(parallel=False, **_OPTIONS)(_renamed(function, "plain"))
@@ -91,9 +92,7 @@ class _Kernel:
         # Asked on every call, plain ones too: it is what keeps the view of the machine (and BLAS's
         # thread count, see sparana._threads) fresh while a dense model trains.
         threads = _threads.threads_for(work, PARALLEL_WORK, limit=numba.config.NUMBA_NUM_THREADS)
-        if work < self.plain_below:
-            return 0
-        return threads if parallel else 1
+        return threads if threads > 1 and self.threaded and parallel else 0
 
     def run(self, threads, *args):
         """Run on ``args`` with ``threads`` from :meth:`threads` (the caller's own Numba thread count
@@ -114,9 +113,6 @@ class _Kernel:
         return self.run(self.threads(work, parallel), *args)
 
 
-ALWAYS = float("inf")
-
-
 def _bias_activation(z, bias, relu):
     n, batch = z.shape
     for k in prange(n):
@@ -131,7 +127,7 @@ def _bias_activation(z, bias, relu):
                 row[j] += b
 
 
-_BIAS_ACTIVATION = _Kernel(_bias_activation, plain_below=ALWAYS)
+_BIAS_ACTIVATION = _Kernel(_bias_activation, threaded=False)
 
 
 def bias_activation(z, bias, relu):
@@ -147,11 +143,29 @@ def _relu_backward(grad, outputs, scale):
             g[j] = g[j] * scale if a[j] > 0 else 0
 
 
-_RELU_BACKWARD = _Kernel(_relu_backward, plain_below=ALWAYS)
+_RELU_BACKWARD = _Kernel(_relu_backward, threaded=False)
 
 
 def relu_backward(grad, outputs, scale=1.0):
     _RELU_BACKWARD(0, grad, outputs, grad.dtype.type(scale))
+
+
+def _row_sums(a, out):
+    n, batch = a.shape
+    for k in prange(n):
+        row = a[k]
+        total = out.dtype.type(0)
+        for j in range(batch):
+            total += row[j]
+        out[k] = total
+
+
+_ROW_SUMS = _Kernel(_row_sums, threaded=False)
+
+
+def row_sums(a, out):
+    # NumPy's sum over the rows' axis costs 5x more here (30 us for 1,000 x 128): a bias gradient a layer.
+    _ROW_SUMS(0, a, out)
 
 
 # ------------------------------------------------------------------ sparse products
@@ -256,7 +270,7 @@ def _spmm(blocks, indptr, indices, perm, data, x, batch, bias, relu, out):
         _spmm_rows(blocks[block], blocks[block + 1], indptr, indices, perm, data, x, batch, bias, relu, out)
 
 
-_SPMM = _Kernel(_spmm, plain_below=PARALLEL_WORK)
+_SPMM = _Kernel(_spmm)
 
 
 def _often_picked(a, nnz):
@@ -353,7 +367,7 @@ def _sddmm(blocks, indptr, indices, grad, x, batch, tiled, out):
         _sddmm_rows(blocks[block], blocks[block + 1], indptr, indices, grad, x, batch, tiled, out)
 
 
-_SDDMM = _Kernel(_sddmm, plain_below=PARALLEL_WORK)
+_SDDMM = _Kernel(_sddmm)
 
 
 def sddmm(pattern: SparsePattern, grad, x, out):
@@ -405,7 +419,7 @@ def _sgd_indexed(w, g, index, velocity, use_momentum, scalars):
 
 
 _ADAM_ALL, _ADAM_INDEXED, _SGD_ALL, _SGD_INDEXED = (
-    _Kernel(loop, plain_below=4096) for loop in _rules_version(_adam_all, _adam_indexed, _sgd_all, _sgd_indexed))
+    _Kernel(loop) for loop in _rules_version(_adam_all, _adam_indexed, _sgd_all, _sgd_indexed))
 
 
 def adam_update(w, g, m, v, index, step, parallel=True):

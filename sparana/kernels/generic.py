@@ -42,6 +42,11 @@ def relu_backward(grad, outputs, scale=1.0):
         grad *= grad.dtype.type(scale)
 
 
+def row_sums(a, out):
+    """out[k] = sum of row k of ``a`` (a bias gradient from dL/dz)."""
+    _xp(a).sum(a, axis=1, out=out)
+
+
 def spmm(pattern: SparsePattern, data, x, bias, relu, out):
     """out = W @ x (+ bias, ReLU) for W in CSR (n_out x n_in) with values ``data``."""
     matrix = _sp(x).csr_matrix((data, pattern.indices, pattern.indptr), shape=pattern.shape)

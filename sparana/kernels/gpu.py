@@ -11,10 +11,10 @@ import functools
 
 from . import generic, rules
 from .cuda import sddmm, spmm, spmm_t  # noqa: F401
-from .generic import bias_activation, relu_backward  # noqa: F401
+from .generic import bias_activation, relu_backward, row_sums  # noqa: F401
 
-__all__ = ["adam_update", "bias_activation", "relu_backward", "rule_update", "sddmm", "sgd_update", "spmm",
-           "spmm_t"]
+__all__ = ["adam_update", "bias_activation", "relu_backward", "row_sums", "rule_update", "sddmm", "sgd_update",
+           "spmm", "spmm_t"]
 
 
 @functools.lru_cache(maxsize=None)

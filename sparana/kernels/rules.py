@@ -67,12 +67,23 @@ class SGDStep(Terms):
 
 @dataclass(frozen=True, kw_only=True)
 class AdamStep(Terms):
-    """Adam with the bias correction folded into ``step_size`` = lr * sqrt(1 - beta2^t) / (1 - beta1^t)."""
+    """Adam with the bias correction folded into ``step_size`` = lr * sqrt(1 - beta2^t) / (1 - beta1^t).
+
+    ``rest1`` and ``rest2`` are 1 - beta1 and 1 - beta2, derived: written in the rule, the integer 1
+    would make Numba compute the moments in float64 (and convert every entry to and fro).
+    """
 
     step_size: float
     beta1: float
     beta2: float
     epsilon: float
+    rest1: float = dataclasses.field(init=False)
+    rest2: float = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "rest1", 1 - self.beta1)
+        object.__setattr__(self, "rest2", 1 - self.beta2)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,10 +114,10 @@ def sgd(w, g, velocity, scalars):
 
 
 def adam(w, g, m, v, scalars):
-    clip, l1, l2, decay1, decay2, step_size, beta1, beta2, epsilon = scalars
+    clip, l1, l2, decay1, decay2, step_size, beta1, beta2, epsilon, rest1, rest2 = scalars
     g = xp.minimum(xp.maximum(g, -clip), clip) + l2 * w + l1 * xp.sign(w)
-    m = beta1 * m + (1 - beta1) * g
-    v = beta2 * v + (1 - beta2) * g * g
+    m = beta1 * m + rest1 * g
+    v = beta2 * v + rest2 * g * g
     return w - (step_size * m / (xp.sqrt(v) + epsilon) + decay2 * w + decay1 * xp.sign(w)), m, v
 
 

@@ -203,7 +203,7 @@ class Layer:
         xp = self.backend.xp
         if self.grad_biases is None or self.grad_biases.shape != self._biases.shape:
             self.grad_biases = xp.empty_like(self._biases)
-        xp.sum(grad_z, axis=1, out=self.grad_biases)
+        self.backend.kernels.row_sums(grad_z, self.grad_biases)
         values = self.values
         if self.grad_weights is None or self.grad_weights.shape != values.shape:
             self.grad_weights = xp.empty_like(values)
