@@ -107,6 +107,23 @@ def test_random_and_rank_statistics_prune_only_present_weights():
     assert pruning.sparsity(model.layers[0]) == 0.75
 
 
+def test_statistics_survive_a_move_of_the_model():
+    """A move to another backend keeps the sparse layers' entries, so statistics computed before it
+    still prune the same weights after it."""
+    pruned = []
+    for move in (False, True):
+        model = build_model([20, 16, 4], ["relu", "linear"], sparse=True, density=0.5, seed=3)
+        lobo = Lobotomizer(model)
+        lobo.get_absolute_values()
+        if move:
+            model.convert_comp_type("CPU")  # a new Backend object, as a move to the GPU and back makes
+        counts = lobo.prune_smallest(0.2)
+        pruned.append((counts, [present(layer) for layer in model.layers]))
+    assert pruned[1][0] == pruned[0][0] and pruned[0][0][0] > 0
+    for moved, unmoved in zip(pruned[1][1], pruned[0][1]):
+        np.testing.assert_array_equal(moved, unmoved)
+
+
 def test_polynomial_schedule():
     targets = pruning.polynomial_schedule(0.9, 3)
     assert targets[-1] == pytest.approx(0.9) and targets == sorted(targets)

@@ -60,7 +60,7 @@ def _follow(old, layer, index, keys, array):
     if old.layer is layer and old.index is None and index is None and old.serial is not None:
         carried = layer.carry(array, old.serial)
         if carried is not None:
-            return carried
+            return layer.backend.asarray(carried)  # (the layer may have moved to another device)
     return _remap(old.keys, array, keys, layer.backend)
 
 

@@ -152,7 +152,10 @@ class SparseLayer(Layer):
         mask = to_host(self._training_mask)
         biases = to_host(self._biases)
         self.backend = backend
+        serial, lineage = self._serial, self._lineage
         self._set_pattern(host.indptr, host.indices, host.data)
+        # The same entries on another device: what follows the pattern (optimizer state, statistics) still fits.
+        self._serial, self._lineage = serial, lineage
         self._biases = backend.asfloat(biases)
         if mask is not None:
             self._training_mask = backend.asarray(mask)
