@@ -166,11 +166,3 @@ def _may_share_memory(result, array):
     if is_device_array(result) != is_device_array(array):
         return False  # moved between the host and the device: a new array
     return bool(array_module(result).may_share_memory(result, array))
-
-
-def csr_to_host(matrix):
-    """A SciPy CSR copy-free view of a host or device sparse matrix (dense input is converted)."""
-    matrix = to_host(matrix)
-    if scipy.sparse.issparse(matrix):
-        return matrix.tocsr()
-    return scipy.sparse.csr_matrix(np.asarray(matrix))

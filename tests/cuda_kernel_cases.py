@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse
 
+from sparana._backend import to_host
 from sparana.kernels import cuda, generic
 from sparana.kernels.pattern import SparsePattern
 
@@ -53,24 +54,20 @@ def check(xp=np, tolerance=None, threads=None):
                 generic.spmm(host, matrix.data, x, bias if use_bias else None, relu, expected)
                 out = xp.full((rows, batch), np.nan, dtype)
                 cuda.spmm(pattern, data, xp.asarray(x), xp.asarray(bias) if use_bias else None, relu, out)
-                np.testing.assert_allclose(_host(out), expected, rtol=rtol, atol=rtol)
+                np.testing.assert_allclose(to_host(out), expected, rtol=rtol, atol=rtol)
                 checked += 1
             expected = np.empty((columns, batch), dtype)
             generic.spmm_t(host, matrix.data, grad, expected)
             out = xp.full((columns, batch), np.nan, dtype)
             cuda.spmm_t(pattern, data, xp.asarray(grad), out)
-            np.testing.assert_allclose(_host(out), expected, rtol=rtol, atol=rtol)
+            np.testing.assert_allclose(to_host(out), expected, rtol=rtol, atol=rtol)
             expected = np.empty(matrix.nnz, dtype)
             generic.sddmm(host, grad, x, expected)
             out = xp.full(matrix.nnz, np.nan, dtype)
             cuda.sddmm(pattern, xp.asarray(grad), xp.asarray(x), out)
-            np.testing.assert_allclose(_host(out), expected, rtol=rtol, atol=rtol)
+            np.testing.assert_allclose(to_host(out), expected, rtol=rtol, atol=rtol)
             checked += 2
     return checked
-
-
-def _host(array):
-    return array.get() if hasattr(array, "get") else np.asarray(array)
 
 
 if __name__ == "__main__":

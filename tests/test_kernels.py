@@ -2,7 +2,6 @@
 
 import contextlib
 
-import numba
 import numpy as np
 import pytest
 import scipy.sparse

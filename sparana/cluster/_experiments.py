@@ -28,6 +28,7 @@ import ray
 from tqdm.auto import tqdm
 
 from ..sparsity._lobotomizer import Lobotomizer
+from ..sparsity._pruning import sparsity as layer_sparsity
 from ..sparsity._statistics import compute as compute_statistics
 from ..compose._vulcanizer import Vulcanizer
 from ..data import load_mnist, to_float
@@ -305,11 +306,9 @@ def _prune(model, prune, round_index):
     return mean_sparsity(model, layers)
 
 
-def mean_sparsity(model, layers=None):
-    """The mean sparsity of the model's ``layers`` (indices; default all but the last)."""
-    layers = list(range(model.depth - 1)) if layers is None else layers
-    sparsities = Lobotomizer(model).sparsities()
-    return float(np.mean([sparsities[i] for i in layers]))
+def mean_sparsity(model, layers):
+    """The mean sparsity of the model's ``layers`` (indices)."""
+    return float(np.mean([layer_sparsity(model.layers[i]) for i in layers]))
 
 
 def _figures(round_index, outputs, start, mixing, accuracy, extra):

@@ -59,7 +59,7 @@ class Rewiring:
     def fraction_at(self, round_index, rounds):
         """The fraction rewired before ``round_index`` (0 when that round does not rewire)."""
         end = self.end or rounds
-        if round_index == 0 or round_index % self.every or round_index >= end:
+        if round_index == 0 or round_index % self.every:
             return 0.0
         return rewire_fraction(self.fraction, round_index, end, self.schedule)
 

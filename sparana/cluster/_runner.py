@@ -5,18 +5,16 @@ are :func:`train_and_mix` and :func:`vulcanize` over ``workers`` Ray workers; ``
 is :func:`train_and_mix` with one worker training the whole training set, pruned by the driver
 between rounds (``prune.targets``) and retrained; ``train`` is the same without pruning.
 
-The experiment runs one round per call of those functions: each call resumes from the round
-checkpoint the previous one wrote and adds one round, so every round ends with a checkpoint and a
-report (to Ray Tune, or the console), and a run stopped anywhere continues after its last
-completed round, to the weights an unstopped run reaches (the experiments' rounds are
-self-contained; see :mod:`._experiments`).
+The experiment runs in one call of those functions, which checkpoint every round and hand each
+round's figures to ``on_round`` (a report to Ray Tune, or the console); a run stopped anywhere
+continues after its last completed round, to the weights an unstopped run reaches (the
+experiments' rounds are self-contained; see :mod:`._experiments`).
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-
 
 import sparana as sa
 

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..io._description import apply_layer_tensors, architecture_mismatch, describe_model, layer_tensors
-from ..io._description import model_from_description
+from ..io._description import (apply_layer_tensors, architecture_mismatch, describe_model, layer_tensors,
+                               model_from_description)
 from ..nn._optimizers import AdamOptimizer, SGDOptimizer
 from ..sparsity._statistics import compute as compute_statistics
 from ..data import ArrowSplit, Loader, to_float

@@ -30,7 +30,7 @@ def layer_spec(layer):
 
 
 def describe_model(model):
-    """The model's architecture entry (JSON-ready); see the module docstring."""
+    """The model's architecture entry (JSON-ready; the format is in :mod:`._checkpoint`)."""
     seed = model.seed
     return {"input_size": int(model.input_size), "dtype": np.dtype(model.dtype).name,
             "dropout": None if model.dropout is None else float(model.dropout),

@@ -62,7 +62,7 @@ def check_fields(path, where, entry, fields):
 
 
 def check_architecture(path, arch):
-    """Raise CheckpointError unless the architecture entry is well formed (see the module docstring)."""
+    """Raise CheckpointError unless the architecture entry is well formed (the format is in :mod:`._checkpoint`)."""
     check_fields(path, "architecture", arch, {
         "input_size": POSITIVE_INTEGER,
         "dtype": _one_of(DTYPES),

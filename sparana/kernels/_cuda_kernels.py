@@ -5,7 +5,7 @@ Module-level functions, so that Numba's CUDA simulator can run them too.
 
 from numba import cuda, float64
 
-LANES = 32  # threads summing one entry's products in entry_dots (a warp)
+from .cuda import LANES  # threads summing one entry's products in entry_dots (a warp)
 ENTRIES = 8  # entries per block of entry_dots
 
 

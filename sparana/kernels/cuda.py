@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 THREADS = 128  # batch columns per block of spmm / spmm_t (at most; fewer for small batches)
-LANES = 32  # a warp
+LANES = 32  # a warp: spmm's blocks have a multiple of it, and entry_dots sums one entry's products on one
 
 
 def _kernels():

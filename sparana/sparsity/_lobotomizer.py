@@ -8,7 +8,7 @@ from . import _pruning as pruning
 from .._backend import to_host
 from .._checks import check_ratio
 from ._selection import candidate_count
-from ._statistics import StatisticsMixin, absolute_values, check_statistics_list
+from ._statistics import StatisticsMixin, absolute_values
 
 ZERO_STATISTICS = ("ranked", "skipped")
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from .._checks import check_integer, check_ratio
-from ..nn._training import schedule_factor
+from ..nn._training import SCHEDULES, schedule_factor
 from ._selection import ranked, selection_count
 
 
@@ -81,7 +81,7 @@ def polynomial_schedule(final, steps, initial=0.0, power=3):
     return [final + (initial - final) * (1 - t / steps) ** power for t in range(1, steps + 1)]
 
 
-REWIRE_SCHEDULES = ("constant", "cosine", "linear")
+REWIRE_SCHEDULES = SCHEDULES[1:]  # a rewiring always has a schedule (no None)
 
 
 def rewire_fraction(fraction, step, end=None, schedule="cosine"):

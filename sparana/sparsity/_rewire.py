@@ -70,9 +70,7 @@ class Rewirer:
         weight_std(init_method, 1, 1)  # refuses an unknown initialisation rule
         self.init_method = init_method
         self.scale = check_scale(scale)
-        if optimizer is not None and optimizer.model is not model:
-            raise ValueError("the optimizer must belong to the model being rewired (optimizer.model is model)")
-        self.optimizer = optimizer
+        self.optimizer = _owned(optimizer, model)
         self.loss = None if loss is None else resolve_loss(loss)
         self.rng = np.random.default_rng(seed)
         self.steps = 0
@@ -142,9 +140,7 @@ class Rewirer:
 
     def _optimizers(self, optimizer):
         if optimizer is not None:
-            if optimizer.model is not self.model:
-                raise ValueError("the optimizer must belong to the model being rewired (optimizer.model is model)")
-            return [optimizer]
+            return [_owned(optimizer, self.model)]
         if self.optimizer is not None:
             return [self.optimizer]
         return self.model.optimizers
@@ -210,6 +206,13 @@ class Rewirer:
                               np.bincount(cols, minlength=n_in), layer.nnz / (n_out * n_in), self.scale)
             data[slots] = normal(self.rng, slots.size, stds, data.dtype)
         layer.rewire(indptr, cols, data, source)
+
+
+def _owned(optimizer, model):
+    """``optimizer`` (or None), checked to be one of ``model``'s."""
+    if optimizer is not None and optimizer.model is not model:
+        raise ValueError("the optimizer must belong to the model being rewired (optimizer.model is model)")
+    return optimizer
 
 
 def _on_host(layer):
