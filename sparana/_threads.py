@@ -37,7 +37,9 @@ import contextlib
 import functools
 import math
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 # Seconds between two looks at how busy the machine is (/proc/stat counts in
 # hundredths of a second, so a shorter window would mostly measure rounding).
@@ -70,7 +72,12 @@ def _busy_seconds(cpus, count_nice):
         # user nice system idle iowait irq softirq steal: all but idle and iowait are busy
         user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
         ticks += user + system + irq + softirq + steal + (nice if count_nice else 0)
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return ticks / _ticks_per_second()
+
+
+@functools.lru_cache(maxsize=None)
+def _ticks_per_second():
+    return os.sysconf("SC_CLK_TCK")
 
 
 class _Machine:
@@ -117,6 +124,8 @@ def _niceness():
 
 
 _MACHINE = _Machine()
+# Set in the threads of map_on_cores: each of their kernel calls runs on its own thread.
+_ONE_THREAD = threading.local()
 
 
 def usable_cpus():
@@ -129,7 +138,10 @@ def usable_cpus():
 
 def threads_for(work, work_per_thread, limit=None):
     """Threads for a call with ``work`` units: the usable CPUs, and one per ``work_per_thread`` units
-    begun (0: no such limit; infinite: one thread). ``limit`` (Numba's pool size) caps it too."""
+    begun (0: no such limit; infinite: one thread). ``limit`` (Numba's pool size) caps it too.
+    Always one in a thread of :func:`map_on_cores`."""
+    if getattr(_ONE_THREAD, "active", False):
+        return 1
     threads = usable_cpus()
     if limit is not None:
         threads = min(threads, limit)
@@ -174,3 +186,51 @@ def single_threaded_blas(active=True):
     if not active or _blas() is None:
         return contextlib.nullcontext()
     return _blas_cap(1)
+
+
+def map_on_cores(function, items):
+    """[function(item) for item in items], the items shared out between one thread per usable CPU.
+
+    In those threads every kernel runs on one thread (:func:`threads_for`), so each core works on
+    whole items and keeps what it computes in its own cache. The items are taken in turn as threads
+    come free; the results are in the items' order. No more threads than the kernels may use
+    (Numba's pool: a Ray worker's share of the CPUs); one, or one item: a plain loop.
+    ``function`` must be safe to run on several items at once (it runs without the GIL in kernels).
+    """
+    import numba  # (here, not at the top: this module's thread counts are for BLAS too)
+
+    items = list(items)
+    nested = getattr(_ONE_THREAD, "active", False)  # called from one of these threads: stay on it
+    threads = 1 if nested else min(usable_cpus(), numba.config.NUMBA_NUM_THREADS, len(items))
+    if threads <= 1:
+        return [function(item) for item in items]
+    results = [None] * len(items)
+    turns = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def work():
+        _ONE_THREAD.active = True
+        try:
+            while True:
+                with lock:
+                    i = next(turns, None)
+                if i is None:
+                    return
+                results[i] = function(items[i])
+        finally:
+            _ONE_THREAD.active = False
+
+    pool = _pool(threads)
+    futures = [pool.submit(work) for _ in range(threads)]
+    for future in futures:
+        future.result()  # (raises the first error of its thread)
+    return results
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(threads):
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sparana-cores")
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads: a pool of its own
+    os.register_at_fork(after_in_child=_pool.cache_clear)

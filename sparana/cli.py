@@ -59,8 +59,7 @@ def parser():
 def main(argv=None):
     args = parser().parse_args(argv)
     from . import CheckpointError, cluster
-    from .cluster import ClusterError, ConfigError, ReportError, SweepError
-    from .cluster._sweep import SweepUnfinished
+    from .cluster import ClusterError, ConfigError, ReportError, SweepError, SweepUnfinished
     from .data import DatasetError, FetchError
 
     try:

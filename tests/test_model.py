@@ -62,6 +62,26 @@ def test_large_batches_are_evaluated_in_chunks(rng, monkeypatch):
     np.testing.assert_allclose(model.outputs(x), whole, rtol=1e-12)
 
 
+def test_sparse_models_on_the_cpu_evaluate_one_batch_tile_at_a_time(rng, monkeypatch):
+    from sparana.nn._model import SPARSE_EVAL_CHUNK
+
+    model = build_model([5, 8, 4], ["relu", "linear"])
+    x = rng.random((2 * SPARSE_EVAL_CHUNK + 3, 5))
+    dense_whole = model.outputs(x)
+    model.convert_to_sparse()
+    one_pass = model.forward(np.ascontiguousarray(x.T)).T
+    np.testing.assert_allclose(one_pass, dense_whole, rtol=1e-5)
+    passes = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda x, **kw: passes.append(x.shape[1]) or forward(x, **kw))
+    np.testing.assert_array_equal(model.outputs(x), one_pass)  # each column as in one pass, bit for bit
+    assert sorted(passes) == [3, SPARSE_EVAL_CHUNK, SPARSE_EVAL_CHUNK]  # (the chunks may run side by side)
+    model.convert_to_dense()
+    passes.clear()
+    model.outputs(x)
+    assert passes == [x.shape[0]]  # a dense model: one pass
+
+
 def test_accuracy_top_k_and_label_formats(rng):
     model = build_model([5, 8, 4], ["relu", "linear"])
     x = rng.random((40, 5))

@@ -1,5 +1,10 @@
 """Thread selection: the usable CPUs (affinity less other processes' load), work sizing, BLAS caps."""
 
+import os
+import signal
+import threading
+
+import numba
 import numpy as np
 import pytest
 
@@ -92,3 +97,55 @@ def test_single_threaded_blas_caps_and_restores():
     assert [info["num_threads"] for info in blas.info()] == before
     with _threads.single_threaded_blas(active=False):
         assert [info["num_threads"] for info in blas.info()] == before
+
+
+def test_map_on_cores_shares_the_items_out_and_keeps_their_order(monkeypatch):
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)  # (whatever this machine has)
+    names, sizes = set(), []
+    both_running = threading.Barrier(2, timeout=10)
+
+    def work(item):
+        names.add(threading.current_thread().name)
+        sizes.append(_threads.threads_for(10**9, 1))  # kernels here run on one thread
+        if item < 2:
+            both_running.wait()  # the first two items run at once, on two threads
+        return item * item
+
+    assert _threads.map_on_cores(work, range(7)) == [i * i for i in range(7)]
+    assert len(names) == 2 and threading.current_thread().name not in names
+    assert sizes == [1] * 7
+    assert _threads.threads_for(10**9, 1) == 2  # and the caller's kernels are left as they were
+    assert _threads.map_on_cores(lambda item: _threads.map_on_cores(abs, [-item]), [1, 2]) == [[1], [2]]
+
+
+def test_map_on_cores_runs_inline_on_one_cpu_and_raises_what_an_item_raised(monkeypatch):
+    here = [threading.current_thread().name] * 2
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 1)
+    assert _threads.map_on_cores(lambda item: threading.current_thread().name, [0, 1]) == here
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 1)  # a worker given one CPU
+    assert _threads.map_on_cores(lambda item: threading.current_thread().name, [0, 1]) == here
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
+
+    def fails_on_three(item):
+        if item == 3:
+            raise ValueError("item 3")
+        return item
+
+    with pytest.raises(ValueError, match="item 3"):
+        _threads.map_on_cores(fails_on_three, range(6))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_map_on_cores_works_in_a_forked_child(monkeypatch):
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
+    both_running = threading.Barrier(2, timeout=10)
+    assert _threads.map_on_cores(lambda item: (both_running.wait(), item)[1], [1, 2]) == [1, 2]  # two threads now
+    child = os.fork()
+    if child == 0:  # a pool whose threads stayed in the parent would never answer
+        signal.alarm(20)  # (then this kills the child)
+        os._exit(0 if _threads.map_on_cores(abs, [-3, -4]) == [3, 4] else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

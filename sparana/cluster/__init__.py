@@ -26,12 +26,13 @@ from ._report import ReportError, write_report
 from ._rewiring import Rewiring
 from ._runner import build_model, load_data, run_experiment
 from ._schema import ConfigError
-from ._sweep import SweepError, run_sweep
+from ._sweep import SweepError, SweepUnfinished, run_sweep
 from ._worker import TrainSettings, WorkerCore, load_payload, model_payload
 
 __all__ = [
     "ClusterError", "ClusterInfo", "Config", "ConfigError", "ExperimentResult", "LocalPool", "Pruning", "RayPool",
-    "ReportError", "Rewiring", "SweepError", "TrainSettings", "WorkerCore", "add_grafana_dashboard", "build_model", "experiment_config", "init",
+    "ReportError", "Rewiring", "SweepError", "SweepUnfinished", "TrainSettings", "WorkerCore", "add_grafana_dashboard",
+    "build_model", "experiment_config", "init",
     "is_local_mode", "load_config", "load_data", "load_payload", "local_workers", "model_payload", "ray_workers",
     "run_experiment", "run_sweep", "shutdown", "train_and_mix", "vulcanize", "write_report",
 ]

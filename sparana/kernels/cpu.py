@@ -434,9 +434,14 @@ def adam_update(w, g, m, v, index, step, parallel=True):
         _ADAM_INDEXED(index.size, w, g, index, m, v, scalars, parallel=parallel)
 
 
+# Without momentum the SGD loops read one zero for every entry's velocity (and never write it).
+_NO_VELOCITY = {np.dtype(t): np.zeros(1, dtype=t) for t in (np.float32, np.float64)}
+
+
 def sgd_update(w, g, velocity, index, step, parallel=True):
     use_momentum = velocity is not None
-    velocity = velocity if use_momentum else np.zeros(1, dtype=w.dtype)  # without momentum: one zero for all
+    if not use_momentum:
+        velocity = _NO_VELOCITY[w.dtype] if w.dtype in _NO_VELOCITY else np.zeros(1, dtype=w.dtype)
     scalars = step.scalars(w.dtype)
     if index is None:
         _SGD_ALL(w.size, w, g, velocity, use_momentum, scalars, parallel=parallel)

@@ -8,13 +8,19 @@ import numpy as np
 
 from .._backend import Backend, to_host
 from .._checks import check_dropout, check_integer
-from .._threads import single_threaded_blas
+from .._threads import map_on_cores, single_threaded_blas
 from . import _batches, _initializers, _sparse_init, _surgery
 from ._layer import DROPOUT_STYLES, Layer
 from ._losses import loss_and_gradient, resolve_loss
 
 # Rows evaluated at once by the inference methods, to bound their memory.
 EVAL_CHUNK = 8192
+# Rows evaluated at once on the CPU by a model with sparse layers: one batch tile of the sparse
+# kernels (see sparana.kernels.cpu). The chunks are shared out between the cores, each running its
+# chunks through every layer on one thread, so that a layer's outputs are still in that core's cache
+# when the next layer reads them: the 95% model on 1,000 images, 3.1 ms against 4.3 ms in one
+# parallel pass (64 rows a chunk were slower, the calls' own cost).
+SPARSE_EVAL_CHUNK = 128
 
 
 class Model:
@@ -154,11 +160,20 @@ class Model:
     def _evaluate(self, inputs, depth=None):
         """Batch-major outputs after ``depth`` layers (all by default), in chunks, without dropout."""
         x = self._inputs(inputs)
+        xp = self.backend.xp
+        sparse_on_cpu = not self.backend.is_gpu and any(layer.is_sparse for layer in self._layers)
+        chunk = min(EVAL_CHUNK, SPARSE_EVAL_CHUNK) if sparse_on_cpu else EVAL_CHUNK
         with self._blas_context():
-            if x.shape[1] <= EVAL_CHUNK:
-                return self.backend.xp.ascontiguousarray(self.forward(x, depth=depth).T)
-            parts = [self.forward(x[:, s:s + EVAL_CHUNK], depth=depth).T for s in range(0, x.shape[1], EVAL_CHUNK)]
-            return self.backend.xp.concatenate(parts, axis=0)
+            if x.shape[1] <= chunk:
+                return xp.ascontiguousarray(self.forward(x, depth=depth).T)
+            starts = range(0, x.shape[1], chunk)
+            if not sparse_on_cpu:
+                return xp.concatenate([self.forward(x[:, s:s + chunk], depth=depth).T for s in starts], axis=0)
+            # Each chunk copied in its own thread: a layer's buffer for non-contiguous inputs is
+            # not for two threads at once.
+            parts = map_on_cores(lambda s: self.forward(xp.ascontiguousarray(x[:, s:s + chunk]), depth=depth).T,
+                                 starts)
+            return xp.concatenate(parts, axis=0)
 
     def outputs(self, inputs):
         """The final layer's outputs (batch, classes), as an array of the model's backend."""
