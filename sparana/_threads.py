@@ -33,13 +33,13 @@ thread that was descheduled, which the count above makes rare anyway.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import math
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 # Seconds between two looks at how busy the machine is (/proc/stat counts in
 # hundredths of a second, so a shorter window would mostly measure rounding).
@@ -188,49 +188,86 @@ def single_threaded_blas(active=True):
     return _blas_cap(1)
 
 
+def core_threads():
+    """Threads that work shared out by :func:`map_on_cores` would run on now: the usable CPUs, no
+    more than Numba's pool (a Ray worker's share of the CPUs); 1 inside such a thread."""
+    import numba  # (here, not at the top: this module's thread counts are for BLAS too)
+
+    if getattr(_ONE_THREAD, "active", False):
+        return 1
+    return max(min(usable_cpus(), numba.config.NUMBA_NUM_THREADS), 1)
+
+
 def map_on_cores(function, items):
-    """[function(item) for item in items], the items shared out between one thread per usable CPU.
+    """[function(item) for item in items], the items shared out between :func:`core_threads` threads.
 
     In those threads every kernel runs on one thread (:func:`threads_for`), so each core works on
     whole items and keeps what it computes in its own cache. The items are taken in turn as threads
-    come free; the results are in the items' order. No more threads than the kernels may use
-    (Numba's pool: a Ray worker's share of the CPUs); one, or one item: a plain loop.
-    ``function`` must be safe to run on several items at once (it runs without the GIL in kernels).
+    come free; the results are in the items' order. One thread, or one item: a plain loop (so also
+    when called from one of those threads). The first error raised by an item is raised here, once
+    every thread has stopped: no item starts after it. ``function`` must be safe to run on several
+    items at once (it runs without the GIL in kernels).
     """
-    import numba  # (here, not at the top: this module's thread counts are for BLAS too)
-
     items = list(items)
-    nested = getattr(_ONE_THREAD, "active", False)  # called from one of these threads: stay on it
-    threads = 1 if nested else min(usable_cpus(), numba.config.NUMBA_NUM_THREADS, len(items))
+    threads = min(core_threads(), len(items))
     if threads <= 1:
         return [function(item) for item in items]
     results = [None] * len(items)
+    errors = []
+    stop = threading.Event()
     turns = iter(range(len(items)))
     lock = threading.Lock()
 
     def work():
         _ONE_THREAD.active = True
         try:
-            while True:
+            while not stop.is_set():
                 with lock:
                     i = next(turns, None)
                 if i is None:
                     return
-                results[i] = function(items[i])
+                try:
+                    results[i] = function(items[i])
+                except BaseException as exc:
+                    errors.append(exc)
+                    stop.set()
         finally:
             _ONE_THREAD.active = False
 
-    pool = _pool(threads)
-    futures = [pool.submit(work) for _ in range(threads)]
-    for future in futures:
-        future.result()  # (raises the first error of its thread)
+    futures = [_pool.submit(threads, work) for _ in range(threads)]
+    try:
+        concurrent.futures.wait(futures)
+    finally:  # (after an interrupt of the caller too, no item starts)
+        stop.set()
+    if errors:
+        raise errors[0]
     return results
 
 
-@functools.lru_cache(maxsize=None)
-def _pool(threads):
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sparana-cores")
+class _Pool:
+    """One thread pool for map_on_cores, grown (never shrunk) to the most threads a call asked for."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.executor = None
+        self.size = 0
+
+    def submit(self, threads, function):
+        """Run ``function`` in a pool of at least ``threads`` threads."""
+        with self.lock:
+            if threads > self.size:
+                if self.executor is not None:
+                    self.executor.shutdown(wait=False)  # its threads end once their work (if any) is done
+                self.executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="sparana-cores")
+                self.size = threads
+            return self.executor.submit(function)
+
+    def forget(self):
+        """In a forked child: the parent's threads are not here, so the next call starts a new pool."""
+        self.lock = threading.Lock()
+        self.executor, self.size = None, 0
 
 
-if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads: a pool of its own
-    os.register_at_fork(after_in_child=_pool.cache_clear)
+_pool = _Pool()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_pool.forget)

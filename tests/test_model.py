@@ -63,8 +63,13 @@ def test_large_batches_are_evaluated_in_chunks(rng, monkeypatch):
 
 
 def test_sparse_models_on_the_cpu_evaluate_one_batch_tile_at_a_time(rng, monkeypatch):
+    import numba
+
+    from sparana import _threads
     from sparana.nn._model import SPARSE_EVAL_CHUNK
 
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 2)  # two threads, whatever this machine has
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
     model = build_model([5, 8, 4], ["relu", "linear"])
     x = rng.random((2 * SPARSE_EVAL_CHUNK + 3, 5))
     dense_whole = model.outputs(x)
@@ -76,6 +81,11 @@ def test_sparse_models_on_the_cpu_evaluate_one_batch_tile_at_a_time(rng, monkeyp
     monkeypatch.setattr(model, "forward", lambda x, **kw: passes.append(x.shape[1]) or forward(x, **kw))
     np.testing.assert_array_equal(model.outputs(x), one_pass)  # each column as in one pass, bit for bit
     assert sorted(passes) == [3, SPARSE_EVAL_CHUNK, SPARSE_EVAL_CHUNK]  # (the chunks may run side by side)
+    # each thread's chunk is contiguous: no layer copied it into its one buffer for such inputs
+    assert not any("evaluation inputs" in layer._buffers for layer in model.layers)
+    passes.clear()
+    model.outputs(x[:SPARSE_EVAL_CHUNK + 1])  # fewer tiles than threads: one pass, on both threads
+    assert passes == [SPARSE_EVAL_CHUNK + 1]
     model.convert_to_dense()
     passes.clear()
     model.outputs(x)

@@ -3,6 +3,7 @@
 import os
 import signal
 import threading
+import time
 
 import numba
 import numpy as np
@@ -135,6 +136,38 @@ def test_map_on_cores_runs_inline_on_one_cpu_and_raises_what_an_item_raised(monk
 
     with pytest.raises(ValueError, match="item 3"):
         _threads.map_on_cores(fails_on_three, range(6))
+
+
+def test_map_on_cores_starts_no_item_after_an_error(monkeypatch):
+    monkeypatch.setattr(_threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
+    started = []
+
+    def work(item):
+        started.append(item)
+        if item == 0:
+            raise ValueError("item 0")
+        time.sleep(0.05)
+
+    with pytest.raises(ValueError, match="item 0"):
+        _threads.map_on_cores(work, range(20))
+    time.sleep(0.3)  # (time for six more items, had the other thread gone on)
+    assert 0 in started and set(started) <= {0, 1}  # the other thread took one item at most
+
+
+def test_map_on_cores_keeps_one_pool_of_the_most_threads_asked(monkeypatch):
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 8)
+    for usable in (2, 3, 2, 3, 2):
+        monkeypatch.setattr(_threads, "usable_cpus", lambda: usable)
+        all_running = threading.Barrier(usable, timeout=10)  # (so that each call runs that many threads)
+        assert _threads.map_on_cores(lambda item: (all_running.wait(), item)[1], range(usable)) == list(range(usable))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # (the threads of a replaced pool end soon after)
+        pool_threads = [t for t in threading.enumerate() if t.name.startswith("sparana-cores")]
+        if len(pool_threads) <= 3:
+            break
+        time.sleep(0.05)
+    assert len(pool_threads) <= 3
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")

@@ -8,18 +8,19 @@ import numpy as np
 
 from .._backend import Backend, to_host
 from .._checks import check_dropout, check_integer
-from .._threads import map_on_cores, single_threaded_blas
+from .._threads import core_threads, map_on_cores, single_threaded_blas
 from . import _batches, _initializers, _sparse_init, _surgery
 from ._layer import DROPOUT_STYLES, Layer
 from ._losses import loss_and_gradient, resolve_loss
 
 # Rows evaluated at once by the inference methods, to bound their memory.
 EVAL_CHUNK = 8192
-# Rows evaluated at once on the CPU by a model with sparse layers: one batch tile of the sparse
-# kernels (see sparana.kernels.cpu). The chunks are shared out between the cores, each running its
-# chunks through every layer on one thread, so that a layer's outputs are still in that core's cache
-# when the next layer reads them: the 95% model on 1,000 images, 3.1 ms against 4.3 ms in one
-# parallel pass (64 rows a chunk were slower, the calls' own cost).
+# Rows evaluated at once on the CPU by a model with sparse layers, when there are at least as many
+# such chunks as threads: one batch tile of the sparse kernels (see sparana.kernels.cpu). The
+# chunks are shared out between the cores, each running its chunks through every layer on one
+# thread, so that a layer's outputs are still in that core's cache when the next layer reads them:
+# the 95% model on 1,000 images, 3.1 ms against 4.3 ms in one parallel pass on two cores (64 rows a
+# chunk were slower, the calls' own cost).
 SPARSE_EVAL_CHUNK = 128
 
 
@@ -162,12 +163,14 @@ class Model:
         x = self._inputs(inputs)
         xp = self.backend.xp
         sparse_on_cpu = not self.backend.is_gpu and any(layer.is_sparse for layer in self._layers)
-        chunk = min(EVAL_CHUNK, SPARSE_EVAL_CHUNK) if sparse_on_cpu else EVAL_CHUNK
+        # (fewer tiles than threads: one pass, its kernels on every thread)
+        per_core = sparse_on_cpu and x.shape[1] >= SPARSE_EVAL_CHUNK * core_threads()
+        chunk = min(EVAL_CHUNK, SPARSE_EVAL_CHUNK) if per_core else EVAL_CHUNK
         with self._blas_context():
             if x.shape[1] <= chunk:
                 return xp.ascontiguousarray(self.forward(x, depth=depth).T)
             starts = range(0, x.shape[1], chunk)
-            if not sparse_on_cpu:
+            if not per_core:
                 return xp.concatenate([self.forward(x[:, s:s + chunk], depth=depth).T for s in starts], axis=0)
             # Each chunk copied in its own thread: a layer's buffer for non-contiguous inputs is
             # not for two threads at once.
