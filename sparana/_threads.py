@@ -124,6 +124,8 @@ def _niceness():
 
 
 _MACHINE = _Machine()
+
+
 class _ThreadFlag(threading.local):
     """Set in the threads of map_on_cores: each of their kernel calls runs on its own thread."""
 
@@ -198,9 +200,7 @@ def core_threads():
     more than Numba's pool (a Ray worker's share of the CPUs); 1 inside such a thread."""
     import numba  # (here, not at the top: this module's thread counts are for BLAS too)
 
-    if _ONE_THREAD.active:
-        return 1
-    return max(min(usable_cpus(), numba.config.NUMBA_NUM_THREADS), 1)
+    return threads_for(1, 0, limit=numba.config.NUMBA_NUM_THREADS)
 
 
 def map_on_cores(function, items):

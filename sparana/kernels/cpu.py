@@ -32,6 +32,7 @@ vector multiply-add, about 40 to 50 GFLOP/s a core here, a quarter of GEMM.
 
 from __future__ import annotations
 
+import functools
 import os
 import types as _pytypes
 import zlib
@@ -434,14 +435,16 @@ def adam_update(w, g, m, v, index, step, parallel=True):
         _ADAM_INDEXED(index.size, w, g, index, m, v, scalars, parallel=parallel)
 
 
-# Without momentum the SGD loops read one zero for every entry's velocity (and never write it).
-_NO_VELOCITY = {np.dtype(t): np.zeros(1, dtype=t) for t in (np.float32, np.float64)}
+@functools.lru_cache(maxsize=None)
+def _no_velocity(dtype):
+    """Without momentum the SGD loops read this one zero for every entry's velocity (and never write it)."""
+    return np.zeros(1, dtype=dtype)
 
 
 def sgd_update(w, g, velocity, index, step, parallel=True):
     use_momentum = velocity is not None
     if not use_momentum:
-        velocity = _NO_VELOCITY[w.dtype] if w.dtype in _NO_VELOCITY else np.zeros(1, dtype=w.dtype)
+        velocity = _no_velocity(w.dtype)
     scalars = step.scalars(w.dtype)
     if index is None:
         _SGD_ALL(w.size, w, g, velocity, use_momentum, scalars, parallel=parallel)
