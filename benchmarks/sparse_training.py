@@ -3,6 +3,7 @@
     python benchmarks/sparse_training.py [--repeats 2] [--baseline DIR]
     python benchmarks/sparse_training.py --kernels [--repeats 2] [--baseline DIR]
     python benchmarks/sparse_training.py --busy [--repeats 2] [--baseline DIR]
+    python benchmarks/sparse_training.py --bound [--repeats 2]
 
 The documentation's model 784-1000-800-400-10 with its three hidden layers at 95% and 99%
 sparsity (CSR, random pattern; the 400x10 head stays dense), batch 128, Adam, one MNIST epoch;
@@ -16,6 +17,12 @@ sparse layers, batch 128 and 1,000, against NumPy's float32 GEMM rate measured i
 ``--busy``: a training step (batch 128, SGD) of the dense, 95% and 99% models (the median of 200
 steps), on the quiet machine and beside one competing busy process (a Python busy loop), in one
 run. Target: with the one core taken, each step is at most 2x slower than on the quiet machine.
+
+``--bound``: each speed-up target beside the most the kernels' design allows. A training step (as
+in the epoch) of the dense, 95% and 99% models, its sparse products timed apart from the rest, and
+inference; then the speed-ups if the products ran at the ceiling rate (the kernels' inner loop on one
+batch tile, with none of their work per row, on every core: printed by ``--kernels`` too), with the
+rest of the step as measured, and with no rest at all.
 
 ``--baseline DIR``: run every contender also with the Sparana found in DIR (a checkout of an
 earlier commit), alternating with this one, and add the columns for it.
@@ -124,7 +131,107 @@ def kernel_rates(_density, repeats=30):
                 flops += 2 * matrix.nnz * batch
             for kernel, s in seconds.items():
                 result[f"{kernel} {density} {batch}"] = flops / s
+    result["ceiling"] = gather_ceiling(rng, repeats)
     return result
+
+
+def gather_ceiling(rng, repeats, picks=1 << 16):
+    """FLOP/s of the loop the sparse products are made of, without their bookkeeping: rows of one
+    batch tile (TILE_BYTES of float32 per row) of an operand as tall as each layer's input, picked at
+    random, eight a pass, multiply-added into sums held in registers; one such loop per core, on the
+    cores the kernels use. It is the kernels' inner loop with none of their work per row (starting
+    and storing each row's sums, the row's first and last entries): an estimate of the most their
+    design reaches here. (Of 1, 2, 4 and 8 rows a pass and tiles of 64, 128 and 256 columns, this
+    was the fastest; 4 rows a pass, as in the kernels, is 10 to 15% slower here.)"""
+    import numba
+    import numpy as np
+
+    from sparana.kernels import cpu
+
+    width = cpu.TILE_BYTES // 4
+    threads = max(1, numba.config.NUMBA_NUM_THREADS)
+    kernel = numba.njit(parallel=True, fastmath=True)(_gather_on_each_core(width))
+    seconds, flops = 0.0, 0
+    for n_in in SIZES[:3]:
+        x = rng.standard_normal((n_in, width), dtype=np.float32)
+        rows = rng.integers(0, n_in, (threads, picks)).astype(np.int32)
+        weights = rng.standard_normal((threads, picks), dtype=np.float32)
+        sums = np.empty((threads, width), np.float32)
+        seconds += _best(lambda: kernel(x, rows, weights, sums), repeats)
+        flops += 2 * rows.size * width
+    return flops / seconds
+
+
+def _gather_on_each_core(width):
+    import numba
+    import numpy as np
+
+    @numba.njit(fastmath=True, inline="always")
+    def gather(x, rows, weights, sums):
+        acc = np.zeros(width, np.float32)
+        for p in range(0, rows.size - 7, 8):
+            w = weights[p:p + 8]
+            x0, x1, x2, x3 = x[rows[p]], x[rows[p + 1]], x[rows[p + 2]], x[rows[p + 3]]
+            x4, x5, x6, x7 = x[rows[p + 4]], x[rows[p + 5]], x[rows[p + 6]], x[rows[p + 7]]
+            for j in range(width):
+                acc[j] += ((w[0] * x0[j] + w[1] * x1[j]) + (w[2] * x2[j] + w[3] * x3[j])) + \
+                    ((w[4] * x4[j] + w[5] * x5[j]) + (w[6] * x6[j] + w[7] * x7[j]))
+        sums[:] = acc
+
+    def on_each_core(x, rows, weights, sums):
+        for t in numba.prange(rows.shape[0]):
+            gather(x, rows[t], weights[t], sums[t])
+
+    return on_each_core
+
+
+def step_split(density, steps=300):
+    """A training step as in the epoch (batch 128, Adam, the loader's batches): its seconds, and the
+    seconds and FLOPs of its sparse products (SpMM, its transpose, SDDMM) timed apart; and the same
+    for an inference on a batch of 1,000 test images (the best of 30, its products from one more)."""
+    import numpy as np
+
+    import sparana as sa
+    from sparana._threads import core_threads
+    from sparana.kernels import cpu
+
+    calls = []  # (seconds, FLOPs) of each product; appended to from the evaluation's threads too
+
+    def timed(kernel):
+        def run(pattern, a, b, *rest):
+            start = time.perf_counter()
+            kernel(pattern, a, b, *rest)
+            calls.append((time.perf_counter() - start, 2 * pattern.nnz * b.shape[1]))
+        return run
+
+    for name in ("spmm", "spmm_t", "sddmm"):
+        setattr(cpu, name, timed(getattr(cpu, name)))
+    loader = sa.Loader.from_mnist(sa.load_mnist(), seed=0, one_hot=False)
+    model = sparse_documentation_model(density)
+    optimizer = sa.AdamOptimizer(model, 1e-3)
+    for _ in range(20):
+        optimizer.train_step(*loader.minibatch(BATCH))
+    calls.clear()
+    start = time.perf_counter()
+    for _ in range(steps):
+        optimizer.train_step(*loader.minibatch(BATCH))
+    seconds = (time.perf_counter() - start) / steps
+    products = np.array(calls).reshape(-1, 2).sum(axis=0) / steps
+    x = sa.load_mnist().test.images[:1000].astype("float32") / 255
+    inference = _best(lambda: model.outputs(x), 30)
+    calls.clear()
+    model.outputs(x)
+    # (the inference's chunks run on every core at once: its products' time is their sum per core)
+    inference_products = np.array(calls).reshape(-1, 2).sum(axis=0) / [core_threads(), 1]
+    return {"seconds": seconds,
+            "step": {"seconds": seconds, "products": products[0], "flops": products[1]},
+            "inference": {"seconds": inference, "products": inference_products[0], "flops": inference_products[1]}}
+
+
+def ceiling_rate(_density, repeats=30):
+    import numpy as np
+
+    return {"rate": gather_ceiling(np.random.default_rng(0), repeats)}
 
 
 def torch_csr_step(density, repeats=30):
@@ -187,7 +294,8 @@ def _best(function, repeats):
 
 
 WORKERS = {"epoch": sparana_epoch, "inference": sparana_inference, "sgd": sparana_sgd_step,
-           "sgd-median": sparana_sgd_median, "kernels": kernel_rates, "torch-csr": torch_csr_step}
+           "sgd-median": sparana_sgd_median, "kernels": kernel_rates, "torch-csr": torch_csr_step,
+           "split": step_split, "ceiling": ceiling_rate}
 
 
 @contextlib.contextmanager
@@ -232,7 +340,7 @@ def kernels_table(args):
         headers += [f"GFLOP/s{lib}", f"of GEMM{lib}"]
     rows = []
     for (lib, key), (rate, gemm) in best.items():
-        if lib or key == "gemm":
+        if lib or key in ("gemm", "ceiling"):
             continue
         kernel, density, batch = key.split()
         row = [kernel, f"{(1 - float(density)) * 100:.0f}%", batch]
@@ -243,6 +351,10 @@ def kernels_table(args):
     table(rows, headers)
     print("NumPy float32 GEMM (1024^3, all threads) in the same runs: " + ", ".join(
         f"{best[lib, 'gemm'][0] / 1e9:.0f} GFLOP/s{lib}" for lib in libs))
+    print("Ceiling of the kernels' design (random rows of an L2-resident batch tile multiply-added in "
+          "registers, one loop a core): " + ", ".join(
+              f"{best[lib, 'ceiling'][0] / 1e9:.1f} GFLOP/s{lib} ({best[lib, 'ceiling'][0] / best[lib, 'gemm'][0]:.0%} "
+              f"of GEMM)" for lib in libs if (lib, "ceiling") in best))
 
 
 def busy_table(args):
@@ -270,11 +382,34 @@ def busy_table(args):
     print(f"worst busy/quiet step ratio: {worst:.1f}x (target 2)")
 
 
+def bound_table(args):
+    """Each speed-up target beside the most the kernels' design allows: the sparse products at the
+    ceiling rate of :func:`gather_ceiling`, with the rest of the step as measured, and with nothing
+    else at all (best of ``args.repeats`` alternating runs)."""
+    runs = {"dense": ["split", 1.0], "95%": ["split", 0.05], "99%": ["split", 0.01]}
+    best = best_of(__file__, runs, args.repeats)
+    ceiling = max(run_worker(__file__, "ceiling", 0)["rate"] for _ in range(args.repeats))
+    rows = []
+    for name, density, run, target in (("epoch step", "95%", "step", 6), ("epoch step", "99%", "step", 15),
+                                       ("inference", "95%", "inference", 5)):
+        dense, r = best["dense"][run]["seconds"], best[density][run]
+        rest, at_ceiling = r["seconds"] - r["products"], r["flops"] / ceiling
+        rows.append((f"{name} {density}", f"{r['seconds'] * 1e3:.2f} ms", f"{r['products'] * 1e3:.2f} ms",
+                     f"{rest * 1e3:.2f} ms", f"{dense / r['seconds']:.1f}x", f"{dense / (rest + at_ceiling):.1f}x",
+                     f"{dense / at_ceiling:.1f}x", f">= {target}"))
+    table(rows, ["run", "time", "products", "rest", "speed-up", "products at ceiling",
+                 "products at ceiling, no rest", "target"])
+    print(f"dense step {best['dense']['step']['seconds'] * 1e3:.2f} ms, dense inference "
+          f"{best['dense']['inference']['seconds'] * 1e3:.2f} ms; ceiling {ceiling / 1e9:.1f} GFLOP/s; "
+          f"best of {args.repeats}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--kernels", action="store_true", help="GFLOP/s of each kernel against GEMM")
     parser.add_argument("--busy", action="store_true", help="training steps quiet and beside a busy process")
+    parser.add_argument("--bound", action="store_true", help="each target beside the most the kernels' design allows")
     parser.add_argument("--baseline", metavar="DIR", help="also run the Sparana of this checkout")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "DENSITY"))
     args = parser.parse_args()
@@ -287,6 +422,9 @@ def main():
         return
     if args.busy:
         busy_table(args)
+        return
+    if args.bound:
+        bound_table(args)
         return
     runs = {
         "epoch dense": ["epoch", 1.0], "epoch 95%": ["epoch", 0.05], "epoch 99%": ["epoch", 0.01],
