@@ -120,10 +120,11 @@ def kernel_rates(_density, repeats=30):
             flops = 0
             for matrix, pattern in layers:
                 n_out, n_in = matrix.shape
-                x = rng.standard_normal((n_in, batch), dtype=np.float32)
-                grad = rng.standard_normal((n_out, batch), dtype=np.float32)
+                x = _as_layers_hold(rng.standard_normal((n_in, batch), dtype=np.float32))
+                grad = _as_layers_hold(rng.standard_normal((n_out, batch), dtype=np.float32))
                 bias = rng.standard_normal(n_out, dtype=np.float32)
-                out, out_t = np.empty((n_out, batch), np.float32), np.empty((n_in, batch), np.float32)
+                out = _as_layers_hold(np.empty((n_out, batch), np.float32))
+                out_t = _as_layers_hold(np.empty((n_in, batch), np.float32))
                 sampled = np.empty(matrix.nnz, np.float32)
                 seconds["spmm"] += _best(lambda: cpu.spmm(pattern, matrix.data, x, bias, True, out), repeats)
                 seconds["spmm_t"] += _best(lambda: cpu.spmm_t(pattern, matrix.data, grad, out_t), repeats)
@@ -135,25 +136,35 @@ def kernel_rates(_density, repeats=30):
     return result
 
 
+def _as_layers_hold(array):
+    """``array`` copied into a work array like those the layers give the kernels (aligned, where
+    the library being measured aligns them)."""
+    try:
+        from sparana._backend import aligned_empty
+    except ImportError:  # (a baseline from before aligned work arrays)
+        return array
+    copy = aligned_empty(array.shape, array.dtype)
+    copy[...] = array
+    return copy
+
+
 def gather_ceiling(rng, repeats, picks=1 << 16):
     """FLOP/s of the loop the sparse products are made of, without their bookkeeping: rows of one
     batch tile (TILE_BYTES of float32 per row) of an operand as tall as each layer's input, picked at
-    random, eight a pass, multiply-added into sums held in registers; one such loop per core, on the
-    cores the kernels use. It is the kernels' inner loop with none of their work per row (starting
-    and storing each row's sums, the row's first and last entries): an estimate of the most their
-    design reaches here. (Of 1, 2, 4 and 8 rows a pass and tiles of 64, 128 and 256 columns, this
-    was the fastest; 4 rows a pass, as in the kernels, is 10 to 15% slower here.)"""
+    random, four a pass, multiply-added into sums held in registers; one such loop per core, on the
+    cores the kernels use, compiled as the kernels are. It is the kernels' inner loop with none of
+    their work per row (starting and storing each row's sums, the row's first and last entries):
+    an estimate of the most their design reaches here."""
     import numba
     import numpy as np
 
     from sparana.kernels import cpu
 
-    width = cpu.TILE_BYTES // 4
-    threads = max(1, numba.config.NUMBA_NUM_THREADS)
-    kernel = numba.njit(parallel=True, fastmath=True)(_gather_on_each_core(width))
+    width, threads = cpu.TILE_BYTES // 4, max(1, numba.config.NUMBA_NUM_THREADS)
+    kernel = _gather_on_each_core()
     seconds, flops = 0.0, 0
     for n_in in SIZES[:3]:
-        x = rng.standard_normal((n_in, width), dtype=np.float32)
+        x = _as_layers_hold(rng.standard_normal((n_in, width), dtype=np.float32))
         rows = rng.integers(0, n_in, (threads, picks)).astype(np.int32)
         weights = rng.standard_normal((threads, picks), dtype=np.float32)
         sums = np.empty((threads, width), np.float32)
@@ -162,22 +173,28 @@ def gather_ceiling(rng, repeats, picks=1 << 16):
     return flops / seconds
 
 
-def _gather_on_each_core(width):
+def _gather_on_each_core():
     import numba
-    import numpy as np
 
-    @numba.njit(fastmath=True, inline="always")
+    from sparana.kernels import cpu
+
+    options = dict(fastmath=True, error_model="numpy")
+
+    @numba.njit(**options)
     def gather(x, rows, weights, sums):
-        acc = np.zeros(width, np.float32)
-        for p in range(0, rows.size - 7, 8):
-            w = weights[p:p + 8]
+        width = cpu._tile_width(x)
+        acc = numba.carray(cpu._tile_on_stack(x), width)  # (in registers, as in the kernels)
+        for j in range(width):
+            acc[j] = 0
+        for p in range(0, rows.size - 3, 4):
+            w0, w1, w2, w3 = weights[p], weights[p + 1], weights[p + 2], weights[p + 3]
             x0, x1, x2, x3 = x[rows[p]], x[rows[p + 1]], x[rows[p + 2]], x[rows[p + 3]]
-            x4, x5, x6, x7 = x[rows[p + 4]], x[rows[p + 5]], x[rows[p + 6]], x[rows[p + 7]]
             for j in range(width):
-                acc[j] += ((w[0] * x0[j] + w[1] * x1[j]) + (w[2] * x2[j] + w[3] * x3[j])) + \
-                    ((w[4] * x4[j] + w[5] * x5[j]) + (w[6] * x6[j] + w[7] * x7[j]))
-        sums[:] = acc
+                acc[j] += (w0 * x0[j] + w1 * x1[j]) + (w2 * x2[j] + w3 * x3[j])
+        for j in range(width):
+            sums[j] = acc[j]
 
+    @numba.njit(parallel=True, **options)
     def on_each_core(x, rows, weights, sums):
         for t in numba.prange(rows.shape[0]):
             gather(x, rows[t], weights[t], sums[t])

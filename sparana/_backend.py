@@ -15,6 +15,23 @@ import scipy.sparse
 
 COMP_TYPES = ("CPU", "GPU")
 DTYPES = {"float32": np.float32, "float64": np.float64}
+# Bytes on which the CPU's work arrays start: a cache line, and one AVX-512 vector.
+ALIGNMENT = 64
+
+
+def aligned_empty(shape, dtype):
+    """``np.empty(shape, dtype)`` whose data start on an :data:`ALIGNMENT` boundary.
+
+    NumPy's large arrays start 16 bytes past a cache line, so each 512-byte row of a batch tile
+    that a sparse kernel reads spans 9 cache lines instead of 8, and each vector load straddles
+    two: the sparse products ran 15 to 30% slower on such arrays.
+    """
+    dtype = np.dtype(dtype)
+    shape = (shape,) if np.ndim(shape) == 0 else tuple(shape)
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(size + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + size].view(dtype).reshape(shape)
 
 
 class BackendError(RuntimeError):
@@ -135,6 +152,11 @@ class Backend:
 
     def zeros(self, shape, dtype=None):
         return self.xp.zeros(shape, dtype=dtype or self.dtype)
+
+    def empty(self, shape, dtype=None):
+        """A new uninitialised array; on the CPU aligned for the kernels (:func:`aligned_empty`)."""
+        dtype = dtype or self.dtype
+        return self.xp.empty(shape, dtype=dtype) if self.is_gpu else aligned_empty(shape, dtype)
 
 
 def array_module(array):

@@ -148,7 +148,7 @@ class Layer:
         dtype = dtype or self.backend.dtype
         array = self._buffers.get(name)
         if array is None or array.shape != shape or array.dtype != dtype:
-            array = self.backend.xp.empty(shape, dtype=dtype)
+            array = self.backend.empty(shape, dtype=dtype)
             self._buffers[name] = array
         return array
 
@@ -165,7 +165,7 @@ class Layer:
         """Outputs (n_out, batch) for inputs x (n_in, batch); caches what backward needs when ``train``."""
         self._require_parameters()
         shape = (self._size, x.shape[1])
-        out = self._buffer("out", shape) if train else self.backend.xp.empty(shape, dtype=self.backend.dtype)
+        out = self._buffer("out", shape) if train else self.backend.empty(shape)
         values = self.values
         mask = None
         if self._drop_connect(train):

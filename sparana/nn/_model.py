@@ -172,11 +172,16 @@ class Model:
             starts = range(0, x.shape[1], chunk)
             if not per_core:
                 return xp.concatenate([self.forward(x[:, s:s + chunk], depth=depth).T for s in starts], axis=0)
-            # Each chunk copied in its own thread: a layer's buffer for non-contiguous inputs is
-            # not for two threads at once.
-            parts = map_on_cores(lambda s: self.forward(xp.ascontiguousarray(x[:, s:s + chunk]), depth=depth).T,
-                                 starts)
-            return xp.concatenate(parts, axis=0)
+
+            def outputs(start):
+                # Each chunk copied in its own thread: a layer's buffer for non-contiguous inputs
+                # is not for two threads at once.
+                part = x[:, start:start + chunk]
+                copy = self.backend.empty(part.shape)
+                copy[...] = part
+                return self.forward(copy, depth=depth).T
+
+            return xp.concatenate(map_on_cores(outputs, starts), axis=0)
 
     def outputs(self, inputs):
         """The final layer's outputs (batch, classes), as an array of the model's backend."""
