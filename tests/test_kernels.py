@@ -401,6 +401,16 @@ def test_512_bit_vectors_where_the_cpu_has_them():
         assert numba.config.CPU_FEATURES == wide
 
 
+def test_no_vector_choice_where_llvm_cannot_read_the_cpu(monkeypatch):
+    import llvmlite.binding as llvm
+
+    def unreadable():
+        raise RuntimeError("failed to get host cpu features")
+
+    monkeypatch.setattr(llvm, "get_host_cpu_features", unreadable)
+    assert cpu._wide_vectors() is None
+
+
 def test_a_pattern_computes_its_keys_once_and_shares_them_read_only():
     matrix = scipy.sparse.random(6, 9, density=0.4, random_state=3, format="csr")
     matrix.sort_indices()

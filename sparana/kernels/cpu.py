@@ -71,7 +71,10 @@ def _wide_vectors():
     """
     import llvmlite.binding as llvm
 
-    features = llvm.get_host_cpu_features().flatten()
+    try:
+        features = llvm.get_host_cpu_features().flatten()
+    except RuntimeError:  # (LLVM cannot read them on this host: Numba's own choice then)
+        return None
     return features + ",-prefer-256-bit" if "+avx512f" in features.split(",") else None
 
 
