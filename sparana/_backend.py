@@ -31,7 +31,9 @@ def aligned_empty(shape, dtype):
     # (Plain Python: called for each layer's outputs in every evaluation, where NumPy's helpers
     # for the size and the address cost more than the allocation, the more so in two threads.)
     dtype = np.dtype(dtype)
-    shape = tuple(shape) if isinstance(shape, (tuple, list)) else (operator.index(shape),)
+    shape = tuple(map(operator.index, shape)) if np.iterable(shape) else (operator.index(shape),)
+    if min(shape, default=0) < 0:
+        raise ValueError(f"an array shape without negative dimensions expected, got {shape}")
     size = math.prod(shape) * dtype.itemsize
     raw = np.empty(size + ALIGNMENT, np.uint8)
     start = -raw.__array_interface__["data"][0] % ALIGNMENT

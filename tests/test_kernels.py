@@ -351,7 +351,7 @@ def test_the_gpu_updates_fuse_the_same_rules(monkeypatch):
         gpu._fused.cache_clear()
 
 
-@pytest.mark.parametrize("shape", [(), 7, (0, 5), (3, 1000), (1000, 784)])
+@pytest.mark.parametrize("shape", [(), 7, np.int64(7), (0, 5), [3, 1000], np.array([1000, 784])])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
 def test_aligned_empty_starts_on_a_cache_line(shape, dtype):
     array = aligned_empty(shape, dtype)
@@ -360,6 +360,11 @@ def test_aligned_empty_starts_on_a_cache_line(shape, dtype):
     assert array.size == 0 or array.ctypes.data % ALIGNMENT == 0
     array[...] = 3
     assert (array == 3).all()
+
+
+def test_aligned_empty_rejects_negative_dimensions():
+    with pytest.raises(ValueError, match="negative"):
+        aligned_empty((2, -1), np.float32)
 
 
 def test_the_layers_give_the_sparse_kernels_aligned_operands(rng, monkeypatch):
@@ -387,27 +392,35 @@ def test_the_layers_give_the_sparse_kernels_aligned_operands(rng, monkeypatch):
     assert len(offsets) == 18 and set(offsets) == {0}
 
 
+_COMPILED_FEATURES = """
+from sparana.kernels import cpu
+from numba.core import codegen, registry
+print(codegen.get_host_cpu_features())
+print(registry.cpu_target.target_context.codegen()._tm_features)
+"""
+
+
 def test_512_bit_vectors_where_the_cpu_has_them():
-    """LLVM's tuning for such CPUs prefers 256-bit vectors unless told otherwise (see cpu._wide_vectors)."""
+    """What Numba compiles for in a new process that loads the kernels first: LLVM's tuning for
+    CPUs with AVX-512 prefers 256-bit vectors unless told otherwise (see cpu._wide_vectors)."""
     import os
+    import subprocess
+    import sys
 
-    import llvmlite.binding as llvm
-    import numba
-
-    features = llvm.get_host_cpu_features().flatten()
-    wide = features + ",-prefer-256-bit" if "+avx512f" in features.split(",") else None
-    assert cpu._wide_vectors() == wide
-    if "NUMBA_CPU_FEATURES" not in os.environ:  # (a user's own setting wins)
-        assert numba.config.CPU_FEATURES == wide
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU") and k != "NUMBA_ENABLE_AVX"}
+    host, compiled = subprocess.run([sys.executable, "-c", _COMPILED_FEATURES], env=env, check=True,
+                                    capture_output=True, text=True).stdout.splitlines()
+    assert compiled == (host + ",-prefer-256-bit" if "+avx512f" in host.split(",") else host)
+    env["NUMBA_ENABLE_AVX"] = "0"  # Numba's switch for no AVX at all still holds
+    host, compiled = subprocess.run([sys.executable, "-c", _COMPILED_FEATURES], env=env, check=True,
+                                    capture_output=True, text=True).stdout.splitlines()
+    assert "+avx512f" not in compiled.split(",") and compiled == host
 
 
 def test_no_vector_choice_where_llvm_cannot_read_the_cpu(monkeypatch):
-    import llvmlite.binding as llvm
+    from numba.core import codegen
 
-    def unreadable():
-        raise RuntimeError("failed to get host cpu features")
-
-    monkeypatch.setattr(llvm, "get_host_cpu_features", unreadable)
+    monkeypatch.setattr(codegen, "get_host_cpu_features", lambda: "")  # (what Numba returns then)
     assert cpu._wide_vectors() is None
 
 

@@ -62,24 +62,23 @@ from .pattern import SparsePattern  # noqa: E402
 
 
 def _wide_vectors():
-    """LLVM's features of this CPU, with 512-bit vectors preferred where it has AVX-512; else None.
+    """Numba's features of this CPU, with 512-bit vectors preferred where it has AVX-512; else None.
 
     LLVM tunes code for CPUs with AVX-512 (Ice Lake, Sapphire Rapids, which a VM may report as
     Rocket Lake) to prefer 256-bit vectors, for the lower clock of older chips under 512-bit code.
     With 512-bit vectors the sparse products do half the loads and multiply-adds per stored entry:
-    at batch 128 they ran 1.1 to 1.4x faster here.
+    at batch 128 they ran 1.1 to 1.4x faster here. Numba's own list of the features is the base, so
+    that NUMBA_ENABLE_AVX=0 (which leaves out every AVX feature) still holds.
     """
-    import llvmlite.binding as llvm
+    from numba.core.codegen import get_host_cpu_features
 
-    try:
-        features = llvm.get_host_cpu_features().flatten()
-    except RuntimeError:  # (LLVM cannot read them on this host: Numba's own choice then)
-        return None
+    features = get_host_cpu_features()  # ('' where LLVM cannot read them)
     return features + ",-prefer-256-bit" if "+avx512f" in features.split(",") else None
 
 
-# Numba compiles for these features if set before it compiles anything (for the whole process:
-# the user's own Numba code too); a NUMBA_CPU_FEATURES of the user's wins.
+# For the whole process (the user's own Numba code too), and only if set before Numba sets up its
+# CPU target, at the first function it compiles or decorates: importing Numba code before this
+# module keeps Numba's choice. A NUMBA_CPU_FEATURES (or NUMBA_CPU_NAME) of the user's wins.
 if numba.config.CPU_FEATURES is None:
     numba.config.CPU_FEATURES = _wide_vectors()
 
