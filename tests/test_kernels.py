@@ -408,12 +408,14 @@ def test_512_bit_vectors_where_the_cpu_has_them():
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU") and k != "NUMBA_ENABLE_AVX"}
-    host, compiled = subprocess.run([sys.executable, "-c", _COMPILED_FEATURES], env=env, check=True,
-                                    capture_output=True, text=True).stdout.splitlines()
+
+    def host_and_compiled(**extra):
+        return subprocess.run([sys.executable, "-c", _COMPILED_FEATURES], env={**env, **extra}, check=True,
+                              capture_output=True, text=True).stdout.splitlines()
+
+    host, compiled = host_and_compiled()
     assert compiled == (host + ",-prefer-256-bit" if "+avx512f" in host.split(",") else host)
-    env["NUMBA_ENABLE_AVX"] = "0"  # Numba's switch for no AVX at all still holds
-    host, compiled = subprocess.run([sys.executable, "-c", _COMPILED_FEATURES], env=env, check=True,
-                                    capture_output=True, text=True).stdout.splitlines()
+    host, compiled = host_and_compiled(NUMBA_ENABLE_AVX="0")  # Numba's switch for no AVX at all still holds
     assert "+avx512f" not in compiled.split(",") and compiled == host
 
 
