@@ -385,7 +385,9 @@ def test_the_layers_give_the_sparse_kernels_aligned_operands(rng, monkeypatch):
             offsets.extend(a.ctypes.data % ALIGNMENT for a in args if isinstance(a, np.ndarray) and a.ndim == 2)
             return kernel(*args)
         monkeypatch.setattr(cpu, name, record)
-    sa.SGDOptimizer(model, 0.01).train_step(rng.random((128, 784)), rng.integers(0, 10, 128))
+    optimizer = sa.SGDOptimizer(model, 0.01)
+    optimizer.compiled = False  # (the layer-by-layer step: the compiled one is test_fused_step's)
+    optimizer.train_step(rng.random((128, 784)), rng.integers(0, 10, 128))
     # (two SpMMs, two SDDMMs and the second layer's transposed SpMM, two operands each)
     assert len(offsets) == 10 and set(offsets) == {0}
     model.outputs(rng.random((2 * SPARSE_EVAL_CHUNK, 784)))  # two chunks through two SpMMs

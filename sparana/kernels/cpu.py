@@ -21,8 +21,10 @@ operand (n_in x 512 bytes, 400 KB for 784 inputs) stays in the core's L2 cache
 while the rows of a block use it, and the tile of the row being computed
 stays in vector registers across its stored entries (four entries a pass),
 so that each entry costs one load of the operand per vector and no load or
-store of the result. The columns that do not fill a tile (a batch of 100, the
-last 104 of 1,000) go through the same loop with its sums in the output row.
+store of the result. The columns that do not fill a tile go through half a
+tile (64 float32, the column group of one thread in the compiled step,
+:mod:`.cpu_step`) the same way, and the rest (a batch of 100 after its 64, the
+last 40 of 1,000) through the same loop with its sums in the output row.
 The transposed product runs the same kernel over the rows of the transpose
 (the CSC pattern kept once per pattern), so that each thread writes its own
 output rows. Rows are split into blocks of about equal work, one per thread.
@@ -203,16 +205,25 @@ def _elements_per_tile(array_type):
     return TILE_BYTES // (array_type.dtype.bitwidth // 8)
 
 
-@intrinsic
-def _tile_width(typingctx, array):
-    """TILE_BYTES in elements of ``array``'s dtype, as a compile-time constant (so that LLVM unrolls
-    and vectorises the loops over a tile and keeps the tile's sums in registers)."""
-    width = _elements_per_tile(array)
+def _constant_width(tile_bytes):
+    """An intrinsic giving ``tile_bytes`` in elements of an array's dtype, as a compile-time constant
+    (so that LLVM unrolls and vectorises the loops over a tile and keeps the tile's sums in registers)."""
 
-    def codegen(context, builder, signature, args):
-        return context.get_constant(types.intp, width)
+    @intrinsic
+    def width(typingctx, array):
+        value = tile_bytes // (array.dtype.bitwidth // 8)
 
-    return types.intp(array), codegen
+        def codegen(context, builder, signature, args):
+            return context.get_constant(types.intp, value)
+
+        return types.intp(array), codegen
+
+    return width
+
+
+_tile_width = _constant_width(TILE_BYTES)
+# Half a tile: the columns of a batch of 128 split between two threads (see sparana.kernels.cpu_step).
+_half_tile_width = _constant_width(TILE_BYTES // 2)
 
 
 @intrinsic
@@ -255,9 +266,13 @@ def _add_entries(acc, n, start, end, perm, data, indices, x, c0):
 
 
 @njit(inline="always", fastmath=True)
-def _finish_row(row, acc, n, relu, zero):
-    """row[:n] = acc[:n], or its ReLU."""
-    if relu:
+def _finish_row(row, acc, n, relu, zero, gate):
+    """row[:n] = acc[:n], or its ReLU; or, with a ``gate`` row, acc[j] where gate[j] > 0 and 0
+    elsewhere (a gradient through the ReLU whose outputs ``gate`` holds)."""
+    if gate is not None:
+        for j in range(n):
+            row[j] = acc[j] if gate[j] > 0 else zero
+    elif relu:
         for j in range(n):
             row[j] = max(acc[j], zero)
     else:
@@ -265,31 +280,43 @@ def _finish_row(row, acc, n, relu, zero):
             row[j] = acc[j]
 
 
+@njit(inline="always", fastmath=True)
+def _spmm_tile(first, last, j0, width, tile, indptr, indices, perm, data, x, bias, relu, out, gate):
+    """Columns j0 to j0 + ``width`` (a constant: the sums stay in registers) of rows ``first`` to ``last``."""
+    zero = out.dtype.type(0)
+    for k in range(first, last):
+        b = zero if bias is None else bias[k]
+        for j in range(width):
+            tile[j] = b
+        _add_entries(tile, width, indptr[k], indptr[k + 1], perm, data, indices, x, j0)
+        _finish_row(out[k, j0:j0 + width], tile, width, relu, zero, None if gate is None else gate[k, j0:j0 + width])
+
+
 @njit(**_OPTIONS)
-def _spmm_rows(first, last, indptr, indices, perm, data, x, batch, bias, relu, out):
-    """Rows ``first`` to ``last`` of :func:`_spmm`.
+def _spmm_rows(first, last, indptr, indices, perm, data, x, batch, bias, relu, out, gate):
+    """Rows ``first`` to ``last`` of :func:`_spmm` (``gate``: see :func:`_finish_row`; None there):
+    whole tiles, then half a tile, then the rest of the batch with its sums in the output row.
 
     A function of its own rather than the body of the ``prange`` loop: Numba compiles the body of
     a parallel loop into code that LLVM vectorises less well (a third slower here).
     """
-    width = _tile_width(x)
-    full = batch - batch % width
-    zero = out.dtype.type(0)
+    width, half = _tile_width(x), _half_tile_width(x)
     tile = numba.carray(_tile_on_stack(x), width)
-    for j0 in range(0, full, width):  # whole tiles: sums in registers
-        for k in range(first, last):
-            b = zero if bias is None else bias[k]
-            for j in range(width):
-                tile[j] = b
-            _add_entries(tile, width, indptr[k], indptr[k + 1], perm, data, indices, x, j0)
-            _finish_row(out[k, j0:j0 + width], tile, width, relu, zero)
-    if full == batch:
+    j0 = 0
+    while j0 + width <= batch:
+        _spmm_tile(first, last, j0, width, tile, indptr, indices, perm, data, x, bias, relu, out, gate)
+        j0 += width
+    if j0 + half <= batch:
+        _spmm_tile(first, last, j0, half, tile, indptr, indices, perm, data, x, bias, relu, out, gate)
+        j0 += half
+    if j0 == batch:
         return
-    for k in range(first, last):  # the rest of the batch: sums in the output row
-        row = out[k, full:batch]
+    zero = out.dtype.type(0)
+    for k in range(first, last):
+        row = out[k, j0:batch]
         row[:] = zero if bias is None else bias[k]
-        _add_entries(row, row.size, indptr[k], indptr[k + 1], perm, data, indices, x, full)
-        _finish_row(row, row, row.size, relu, zero)
+        _add_entries(row, row.size, indptr[k], indptr[k + 1], perm, data, indices, x, j0)
+        _finish_row(row, row, row.size, relu, zero, None if gate is None else gate[k, j0:batch])
 
 
 def _spmm(blocks, indptr, indices, perm, data, x, batch, bias, relu, out):
@@ -300,7 +327,7 @@ def _spmm(blocks, indptr, indices, perm, data, x, batch, bias, relu, out):
     without the tests in the inner loops (which would cost a third of the speed).
     """
     for block in prange(blocks.size - 1):
-        _spmm_rows(blocks[block], blocks[block + 1], indptr, indices, perm, data, x, batch, bias, relu, out)
+        _spmm_rows(blocks[block], blocks[block + 1], indptr, indices, perm, data, x, batch, bias, relu, out, None)
 
 
 _SPMM = _Kernel(_spmm)
@@ -377,19 +404,29 @@ def _add_dots(out, gr, n, start, end, indices, x, c0):
         p += 1
 
 
+@njit(inline="always", fastmath=True)
+def _sddmm_tile(first, last, j0, width, indptr, indices, grad, x, out):
+    for k in range(first, last):
+        _add_dots(out, grad[k, j0:j0 + width], width, indptr[k], indptr[k + 1], indices, x, j0)
+
+
 @njit(**_OPTIONS)
 def _sddmm_rows(first, last, indptr, indices, grad, x, batch, tiled, out):
     """Rows ``first`` to ``last`` of :func:`_sddmm` (a function of its own, as :func:`_spmm_rows`)."""
-    width = _tile_width(x)
-    full = batch - batch % width if tiled else 0
+    width, half = _tile_width(x), _half_tile_width(x)
     out[indptr[first]:indptr[last]] = 0
-    for j0 in range(0, full, width):  # whole tiles
-        for k in range(first, last):
-            _add_dots(out, grad[k, j0:j0 + width], width, indptr[k], indptr[k + 1], indices, x, j0)
-    if full == batch:
+    j0 = 0
+    if tiled:
+        while j0 + width <= batch:
+            _sddmm_tile(first, last, j0, width, indptr, indices, grad, x, out)
+            j0 += width
+        if j0 + half <= batch:
+            _sddmm_tile(first, last, j0, half, indptr, indices, grad, x, out)
+            j0 += half
+    if j0 == batch:
         return
     for k in range(first, last):  # the rest of the batch
-        _add_dots(out, grad[k, full:batch], batch - full, indptr[k], indptr[k + 1], indices, x, full)
+        _add_dots(out, grad[k, j0:batch], batch - j0, indptr[k], indptr[k + 1], indices, x, j0)
 
 
 def _sddmm(blocks, indptr, indices, grad, x, batch, tiled, out):
@@ -407,6 +444,45 @@ def sddmm(pattern: SparsePattern, grad, x, out):
     batch = grad.shape[1]
     _products(_SDDMM, pattern, batch, False, pattern.indptr, pattern.indices, np.ascontiguousarray(grad),
               _tileable(x, pattern.nnz), batch, _often_picked(x, pattern.nnz), out)
+
+
+# ------------------------------------------------------------------ rewiring
+
+@njit(nogil=True, cache=True)
+def unstored_above(block, indptr, indices, first_row, threshold, keys, scores):
+    """For RigL's ranking (sparana.kernels.rewiring): the positions (flat in ``block``) and
+    magnitudes of the entries with |value| >= ``threshold`` that the pattern does not store (its
+    rows from ``first_row``), in one pass; their number, or -1 when more than ``keys`` holds.
+    Sixteen entries are tested at once, and only sixteen with a candidate looked at one by one.
+    (No fastmath: a NaN is never a candidate.)"""
+    found = 0
+    rows, n_in = block.shape
+    for r in range(rows):
+        p, end = indptr[first_row + r], indptr[first_row + r + 1]
+        row = block[r]
+        for c0 in range(0, n_in, 16):
+            chunk = row[c0:min(c0 + 16, n_in)]
+            hits = 0
+            for c in range(chunk.size):
+                hits += abs(chunk[c]) >= threshold
+            if hits == 0:
+                continue
+            for c in range(chunk.size):
+                value = abs(chunk[c])
+                if not value >= threshold:
+                    continue
+                column = c0 + c
+                while p < end and indices[p] < column:
+                    p += 1
+                if p < end and indices[p] == column:
+                    continue
+                if found == keys.size:
+                    return -1
+                keys[found] = r * n_in + column
+                scores[found] = value
+                found += 1
+    return found
+
 
 
 # Optimizer steps: the rules of sparana.kernels.rules compiled for one entry, run over every entry

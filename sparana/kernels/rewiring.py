@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cpu import unstored_above
+
 # Entries of the dense gradient held at once by ``top_gradient_positions`` (float32: 16 MB).
 BLOCK_ELEMENTS = 1 << 22
 # Samples drawn from a block to set a threshold below its top entries.
@@ -110,13 +112,45 @@ def _block_top(scores, count):
     return candidates[np.argpartition(scores[candidates], candidates.size - count)[candidates.size - count:]]
 
 
+def _threshold(flat, count):
+    """A value that about 2 * ``count`` of |flat| lie above (from a sample), or None for a block
+    too small to sample."""
+    if flat.size <= 8 * count or flat.size <= 4 * SAMPLE:
+        return None
+    sample = np.abs(flat[:: flat.size // SAMPLE])
+    q = sample.size - 1 - min(sample.size - 1, int(np.ceil(2.0 * count * sample.size / flat.size)) + 8)
+    return np.partition(sample, q)[q]
+
+
+def _block_candidates(block, indptr, indices, r0, count):
+    """(positions flat in ``block``, |gradient|) of the ``count`` largest entries not stored there
+    (all of them when fewer)."""
+    flat = block.reshape(-1)
+    threshold = _threshold(flat, count)
+    if threshold is not None:
+        room = min(flat.size, 4 * count + 1024)
+        keys, scores = np.empty(room, np.int64), np.empty(room, flat.dtype)
+        found = unstored_above(block, indptr, indices, r0, threshold, keys, scores)
+        if found >= count:  # then the top ``count`` all lie above the threshold: exact
+            top = np.argpartition(scores[:found], found - count)[found - count:]
+            return keys[top], scores[top]
+    np.abs(flat, out=flat)
+    start, end = indptr[r0], indptr[r0 + block.shape[0]]
+    local_rows = np.repeat(np.arange(block.shape[0], dtype=np.int64), np.diff(indptr[r0:r0 + block.shape[0] + 1]))
+    flat[local_rows * block.shape[1] + indices[start:end]] = -1.0  # stored: never a candidate
+    top = _block_top(flat, count)
+    top = top[flat[top] >= 0]
+    return top, flat[top]
+
+
 def top_gradient_positions(grad_z, x, indptr, indices, count, block_elements=BLOCK_ELEMENTS):
     """The ``count`` positions not stored where |grad_z @ x.T| (the dense weight gradient of an
     (n_out, n_in) layer, from dL/dz (n_out, batch) and its inputs x (n_in, batch)) is largest.
 
-    The gradient is computed a block of rows at a time (at most ``block_elements`` entries), the
-    stored positions masked, and only the best ``count`` of each block kept. Returns
-    (positions in increasing order, their |gradient|).
+    The gradient is computed a block of rows at a time (at most ``block_elements`` entries), and
+    only the best ``count`` of each block's entries not stored kept: those above a threshold set
+    from a sample of the block, in one pass over it. Returns (positions in increasing order, their
+    |gradient|).
     """
     grad_z = np.ascontiguousarray(grad_z)
     x_t = np.ascontiguousarray(x).T
@@ -131,15 +165,9 @@ def top_gradient_positions(grad_z, x, indptr, indices, count, block_elements=BLO
         r1 = min(r0 + rows_per_block, n_out)
         block = buffer[:r1 - r0]
         np.matmul(grad_z[r0:r1], x_t, out=block)
-        flat = block.reshape(-1)
-        np.abs(flat, out=flat)
-        start, end = indptr[r0], indptr[r1]
-        local_rows = np.repeat(np.arange(r1 - r0, dtype=np.int64), np.diff(indptr[r0:r1 + 1]))
-        flat[local_rows * n_in + indices[start:end]] = -1.0  # stored: never a candidate
-        top = _block_top(flat, count)
-        top = top[flat[top] >= 0]
+        top, top_scores = _block_candidates(block, indptr, indices, r0, count)
         keys = np.concatenate([best_keys, top + r0 * n_in])
-        scores = np.concatenate([best_scores, flat[top]])
+        scores = np.concatenate([best_scores, top_scores])
         keep = _block_top(scores, count)
         best_keys, best_scores = keys[keep], scores[keep]
     order = np.argsort(best_keys)

@@ -196,10 +196,15 @@ class Layer:
         scale = 1.0 / (1.0 - self.dropout) if inverted else 1.0
         return self.act.backward(grad, self._outputs, self.backend.kernels, scale)
 
-    def backward(self, grad_z, input_grad=True):
-        """Fill ``grad_weights``/``grad_biases`` from dL/dz; return dL/dx (n_in, batch) if asked."""
+    def backward(self, grad_z, input_grad=True, parameters=True):
+        """Fill ``grad_weights``/``grad_biases`` from dL/dz (unless ``parameters`` is False); return
+        dL/dx (n_in, batch) if asked."""
         if self._outputs is None:
             raise RuntimeError("backward needs a forward pass with train=True first")
+        dropped = self._drop_connect(True) and self._dropout_mask is not None
+        if not parameters:
+            values = self.values * self._dropout_mask if dropped else self.values
+            return self._input_gradient_of(grad_z, values) if input_grad else None
         xp = self.backend.xp
         if self.grad_biases is None or self.grad_biases.shape != self._biases.shape:
             self.grad_biases = xp.empty_like(self._biases)
@@ -208,11 +213,12 @@ class Layer:
         if self.grad_weights is None or self.grad_weights.shape != values.shape:
             self.grad_weights = xp.empty_like(values)
         self._weight_gradient(grad_z, self._inputs, self.grad_weights)
-        if self._drop_connect(True) and self._dropout_mask is not None:
+        if dropped:
             self.grad_weights *= self._dropout_mask
             values = values * self._dropout_mask
-        if not input_grad:
-            return None
+        return self._input_gradient_of(grad_z, values) if input_grad else None
+
+    def _input_gradient_of(self, grad_z, values):
         grad_x = self._buffer("grad_x", (self.input_size, grad_z.shape[1]))
         self._input_gradient(values, grad_z, grad_x)
         return grad_x

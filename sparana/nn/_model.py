@@ -241,13 +241,15 @@ class Model:
             return list((top2[:, 1] / top2[:, 0]).astype(float))
 
     # ---------------------------------------------------------------- backward
-    def backprop(self, inputs, labels, loss="cross_entropy", backward_layers=None, reduction=None, grad_hook=None):
+    def backprop(self, inputs, labels, loss="cross_entropy", backward_layers=None, reduction=None, grad_hook=None,
+                 parameter_gradients=True):
         """One training forward and backward pass; fill each layer's ``grad_weights``/``grad_biases``.
 
         Only the last ``backward_layers`` layers get gradients. ``reduction``: 'mean' or 'sum'
         over the batch, None for the loss's usual one (see :mod:`._losses`). ``grad_hook(i,
         grad_z)``, when given, sees each layer's dL/dz (features, batch) before that layer's
-        backward pass (RigL's rewiring ranks dense gradients from it). Returns the batch loss.
+        backward pass (RigL's rewiring ranks dense gradients from it, and needs no
+        ``parameter_gradients``: False leaves them out). Returns the batch loss.
         """
         loss = resolve_loss(loss)
         first = self._first_trained(backward_layers)
@@ -258,7 +260,7 @@ class Model:
         for i in range(self.depth - 1, first - 1, -1):
             if grad_hook is not None:
                 grad_hook(i, grad)
-            grad = self._layers[i].backward(grad, input_grad=i > first)
+            grad = self._layers[i].backward(grad, input_grad=i > first, parameters=parameter_gradients)
             if i > first:
                 grad = self._layers[i - 1].activation_backward(grad)
         return value

@@ -35,6 +35,7 @@ import numpy as np
 from .._backend import to_host
 from .._checks import check_positive, check_ratio
 from ..kernels import rules
+from ._fused import compiled_step
 from ._keys import locate
 from ._losses import resolve_loss, resolve_reduction
 
@@ -83,6 +84,9 @@ class Optimizer:
     state_names = ()
     # Whether regularization='original' decays the biases too (Adam, madadad and adadad do).
     decays_biases = True
+    # Whether a step may take the compiled path where it applies (see sparana.nn._fused); False
+    # (on the class or one optimizer) keeps every step on the layer-by-layer path.
+    compiled = True
 
     def __init__(self, model, learning_rate, l1_constant=None, l2_constant=None, loss="cross_entropy",
                  regularization="coupled", clip=None, backward_layers=None, selected=False,
@@ -109,6 +113,7 @@ class Optimizer:
         self.bitmasks = bitmasks
         self.steps = 0
         self._slots = {}
+        self._compiled_plan = None  # (sparana.nn._fused)
         self.last_batch = None  # (inputs, labels) of the last step: RigL's rewiring reads its gradient
         registry = getattr(model, "_optimizers", None)
         if isinstance(registry, weakref.WeakSet):
@@ -117,6 +122,9 @@ class Optimizer:
     # ------------------------------------------------------------------ public
     def train_step(self, inputs, labels):
         """One step on a batch; returns the batch loss (without the regularisation penalty)."""
+        value = compiled_step(self, inputs, labels)
+        if value is not None:
+            return value
         model = self.model
         self.last_batch = (inputs, labels)
         value = model.backprop(inputs, labels, self.loss, self.backward_layers, self.reduction)
