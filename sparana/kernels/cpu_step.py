@@ -286,18 +286,29 @@ def _sgd_range(w, parts, g, a, b, flag, start, end, scalars):
 
 
 @njit(inline="always")
-def _update(rule, w, parts, g, a, b, flag, scalars, train, threads):
-    """One array's update by ``rule`` (inlined into the step: one call per array. Written in the
-    step's loop over the layers, with its arrays unpacked from the tuples there, the parallel loop
-    wrote the state of the weights into the biases' arrays: a miscompilation of Numba's parallel
-    loops), in pieces of 4,096 entries at least, one per thread; without ``train``, the gradient only."""
-    pieces = max(1, min(threads, w.size // 4096))
-    for piece in prange(pieces):
-        start, end = piece * w.size // pieces, (piece + 1) * w.size // pieces
-        if train:
-            rule(w, parts, g, a, b, flag, start, end, scalars)
+def _share(size, piece, pieces):
+    return piece * size // pieces, (piece + 1) * size // pieces
+
+
+@njit(inline="always")
+def _update_share(rule, piece, pieces, values, biases, head_w, head_b, part_w, part_b, grad_w, grad_b, state_a,
+                  state_b, flag, weight_scalars, bias_scalars, train_biases):
+    """Share ``piece`` of ``pieces`` of every array's update by ``rule``: each thread updates its share
+    of every layer in one parallel loop (one per array cost a few microseconds each, a sixth of a
+    step at 99% sparsity). Without ``train_biases``, the biases' gradients only."""
+    layers = len(values)
+    for layer in range(layers + 1):
+        w = values[layer] if layer < layers else head_w.reshape(-1)
+        start, end = _share(w.size, piece, pieces)
+        rule(w, part_w[layer], grad_w[layer], state_a[2 * layer], state_b[2 * layer], flag, start, end,
+             weight_scalars)
+        b = biases[layer] if layer < layers else head_b
+        start, end = _share(b.size, piece, pieces)
+        if train_biases:
+            rule(b, part_b[layer], grad_b[layer], state_a[2 * layer + 1], state_b[2 * layer + 1], flag, start, end,
+                 bias_scalars)
         else:
-            _summed(parts, g, start, end)
+            _summed(part_b[layer], grad_b[layer], start, end)
 
 
 def _step(inputs, bits, exponent, ids, starts, widths, divisor, softmax, indptr, indices, t_indptr, t_indices, perm,
@@ -312,12 +323,9 @@ def _step(inputs, bits, exponent, ids, starts, widths, divisor, softmax, indptr,
                           head_grad)
     if error:
         return loss, error
-    layers = len(values)
-    for layer in range(layers + 1):
-        _update(_RULE, values[layer] if layer < layers else head_w.reshape(-1), part_w[layer], grad_w[layer],
-                state_a[2 * layer], state_b[2 * layer], flag, weight_scalars, True, threads)
-        _update(_RULE, biases[layer] if layer < layers else head_b, part_b[layer], grad_b[layer],
-                state_a[2 * layer + 1], state_b[2 * layer + 1], flag, bias_scalars, train_biases, threads)
+    for piece in prange(threads):
+        _update_share(_RULE, piece, threads, values, biases, head_w, head_b, part_w, part_b, grad_w, grad_b, state_a,
+                      state_b, flag, weight_scalars, bias_scalars, train_biases)
     return loss, 0
 
 
