@@ -44,8 +44,11 @@ def compiled_step(optimizer, inputs, labels):
     weight_terms, bias_terms = optimizer._terms(batch)
     scalars = (optimizer._record(weight_terms).scalars(dtype), optimizer._record(bias_terms).scalars(dtype))
     ids = labels if labels.dtype == np.int64 else labels.astype(np.int64)
-    loss, error = plan.kernel.run(threads if threads > 1 else 0, inputs, *cpu_step.finite_check(inputs), ids,
-                                  *plan.arrays, *scalars, optimizer.train_biases, max(threads, 1))
+    # Always the parallel compile, on one thread where the machine or the work asks for one: a call a
+    # step pays its few microseconds of launch once, and a second (plain) compile would cost seconds.
+    threads = max(threads, 1)
+    loss, error = plan.kernel.run(threads, inputs, *cpu_step.finite_check(inputs), ids, *plan.arrays, *scalars,
+                                  optimizer.train_biases, threads)
     if error:
         optimizer.steps -= 1
         _raise_for(model, inputs, labels, error)
