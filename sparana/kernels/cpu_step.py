@@ -31,6 +31,8 @@ from .cpu import _OPTIONS, TILE_BYTES, _Kernel, _adam, _rules_version, _sddmm_ro
 
 # Error codes of a step (0: none).
 BAD_INPUT, BAD_LABEL = 1, 2
+# Sparse layers a step's tuples hold (see sparana.nn._fused): a deeper model takes the layer-by-layer path.
+MAX_LAYERS = 4
 # The narrowest column group (bytes of a row): a quarter of a tile of the sparse products.
 GROUP_BYTES = TILE_BYTES // 4
 
@@ -200,7 +202,7 @@ def _bias_gradient(grad, batch, out):
 
 
 @njit(**_OPTIONS)
-def _group_pass(group, inputs, ids, start, batch, divisor, softmax, indptr, indices, t_indptr, t_indices, perm,
+def _group_pass(group, inputs, ids, start, batch, divisor, softmax, layers, indptr, indices, t_indptr, t_indices, perm,
                 values, biases, tiled, acts, grads, part_w, part_b, head_w, head_b, head_z, head_grad):
     """The forward and backward passes of one column group: ``batch`` inputs from row ``start`` of
     ``inputs``, their activations in ``acts[l][group]``, the gradients of the loss w.r.t. them in
@@ -208,7 +210,6 @@ def _group_pass(group, inputs, ids, start, batch, divisor, softmax, indptr, indi
     ``part_w[l][group]`` and ``part_b[l][group]`` (the head's last). Returns the group's share of
     the loss."""
     _transpose(inputs[start:start + batch], acts[0][group])
-    layers = len(values)
     for layer in range(layers):
         _spmm_rows(0, indptr[layer].size - 1, indptr[layer], indices[layer], None, values[layer], acts[layer][group],
                    batch, biases[layer], True, acts[layer + 1][group], None)
@@ -229,8 +230,8 @@ def _group_pass(group, inputs, ids, start, batch, divisor, softmax, indptr, indi
 
 
 @njit(inline="always")
-def _passes(inputs, bits, exponent, ids, starts, widths, divisor, softmax, indptr, indices, t_indptr, t_indices,
-            perm, values, biases, tiled, acts, grads, part_w, part_b, head_w, head_b, head_z, head_grad):
+def _passes(inputs, bits, exponent, ids, starts, widths, divisor, softmax, layers, indptr, indices, t_indptr,
+            t_indices, perm, values, biases, tiled, acts, grads, part_w, part_b, head_w, head_b, head_z, head_grad):
     """Every group's passes, one group a thread; returns (loss, error code), the batch checked first."""
     if not _all_finite(bits, exponent):
         return np.nan, BAD_INPUT
@@ -239,9 +240,9 @@ def _passes(inputs, bits, exponent, ids, starts, widths, divisor, softmax, indpt
     groups = starts.size
     losses = np.empty(groups)
     for group in prange(groups):
-        losses[group] = _group_pass(group, inputs, ids, starts[group], widths[group], divisor, softmax, indptr,
-                                    indices, t_indptr, t_indices, perm, values, biases, tiled, acts, grads, part_w,
-                                    part_b, head_w, head_b, head_z, head_grad)
+        losses[group] = _group_pass(group, inputs, ids, starts[group], widths[group], divisor, softmax, layers,
+                                    indptr, indices, t_indptr, t_indices, perm, values, biases, tiled, acts, grads,
+                                    part_w, part_b, head_w, head_b, head_z, head_grad)
     total = 0.0
     for group in range(groups):  # (in order: the loss does not depend on the threads)
         total += losses[group]
@@ -291,12 +292,11 @@ def _share(size, piece, pieces):
 
 
 @njit(inline="always")
-def _update_share(rule, piece, pieces, values, biases, head_w, head_b, part_w, part_b, grad_w, grad_b, state_a,
+def _update_share(rule, piece, pieces, layers, values, biases, head_w, head_b, part_w, part_b, grad_w, grad_b, state_a,
                   state_b, flag, weight_scalars, bias_scalars, train_biases):
     """Share ``piece`` of ``pieces`` of every array's update by ``rule``: each thread updates its share
     of every layer in one parallel loop (one per array cost a few microseconds each, a sixth of a
     step at 99% sparsity). Without ``train_biases``, the biases' gradients only."""
-    layers = len(values)
     for layer in range(layers + 1):
         w = values[layer] if layer < layers else head_w.reshape(-1)
         start, end = _share(w.size, piece, pieces)
@@ -311,21 +311,23 @@ def _update_share(rule, piece, pieces, values, biases, head_w, head_b, part_w, p
             _summed(part_b[layer], grad_b[layer], start, end)
 
 
-def _step(inputs, bits, exponent, ids, starts, widths, divisor, softmax, indptr, indices, t_indptr, t_indices, perm,
-          values, biases, tiled, acts, grads, part_w, part_b, head_w, head_b, head_z, head_grad, grad_w, grad_b,
+def _step(inputs, bits, exponent, ids, starts, widths, divisor, softmax, layers, indptr, indices, t_indptr, t_indices,
+          perm, values, biases, tiled, acts, grads, part_w, part_b, head_w, head_b, head_z, head_grad, grad_w, grad_b,
           state_a, state_b, flag, weight_scalars, bias_scalars, train_biases, threads):
     """Every group's passes, then the update of every layer by the rule ``_RULE`` (bound per copy
     of this function, below), the gradients summed over the groups (and left in ``grad_w`` and
     ``grad_b``) on the way. ``state_a`` and ``state_b``: per layer (the head last), its weights'
-    state then its biases' (see :func:`_adam_range`); returns (loss, error code)."""
-    loss, error = _passes(inputs, bits, exponent, ids, starts, widths, divisor, softmax, indptr, indices, t_indptr,
-                          t_indices, perm, values, biases, tiled, acts, grads, part_w, part_b, head_w, head_b, head_z,
-                          head_grad)
+    state then its biases' (see :func:`_adam_range`); returns (loss, error code). Each tuple holds
+    :data:`MAX_LAYERS` sparse layers (the rest padding: one compile serves every depth); ``layers``
+    of them are the model's."""
+    loss, error = _passes(inputs, bits, exponent, ids, starts, widths, divisor, softmax, layers, indptr, indices,
+                          t_indptr, t_indices, perm, values, biases, tiled, acts, grads, part_w, part_b, head_w,
+                          head_b, head_z, head_grad)
     if error:
         return loss, error
     for piece in prange(threads):
-        _update_share(_RULE, piece, threads, values, biases, head_w, head_b, part_w, part_b, grad_w, grad_b, state_a,
-                      state_b, flag, weight_scalars, bias_scalars, train_biases)
+        _update_share(_RULE, piece, threads, layers, values, biases, head_w, head_b, part_w, part_b, grad_w, grad_b,
+                      state_a, state_b, flag, weight_scalars, bias_scalars, train_biases)
     return loss, 0
 
 

@@ -84,27 +84,47 @@ class _Plan:
         acts += [grouped(layer, "group outputs", layer.size) for layer in sparse]
         patterns = [layer.pattern for layer in sparse]
         self.groups = groups
+        count = cpu_step.MAX_LAYERS
+
+        def padded(arrays, length):
+            """``arrays`` (a list) as a tuple of ``length``, padded with empty arrays of their kind: one
+            compile of the step serves every depth."""
+            empty = np.zeros((0,) * arrays[0].ndim, dtype=arrays[0].dtype)
+            if arrays[0].ndim == 3:
+                empty = np.zeros((groups, 0, width), dtype=arrays[0].dtype)
+            return tuple(arrays) + (empty,) * (length - len(arrays))
+
+        def per_layer(arrays):
+            return padded(list(arrays), count)
+
+        def with_head(arrays):
+            return padded(list(arrays), count + 1)
+
         self.arrays = (
-            starts, widths, float(batch if optimizer.reduction == "mean" else 1), head.act.probabilities,
-            tuple(p.indptr for p in patterns), tuple(p.indices for p in patterns),
-            tuple(p.t_indptr for p in patterns), tuple(p.t_indices for p in patterns), tuple(p.perm for p in patterns),
-            tuple(layer.values for layer in sparse), tuple(layer.biases for layer in sparse),
-            tuple(cpu._often_picked(a[0], p.nnz) for a, p in zip(acts, patterns)), tuple(acts),
-            tuple(grouped(layer, "group input gradients", layer.input_size) for layer in layers[1:]),
-            tuple(layer._buffer("group weight gradients", (groups, layer.values.size)) for layer in layers),
-            tuple(layer._buffer("group bias gradients", (groups, layer.size)) for layer in layers),
+            starts, widths, float(batch if optimizer.reduction == "mean" else 1), head.act.probabilities, len(sparse),
+            per_layer(p.indptr for p in patterns), per_layer(p.indices for p in patterns),
+            per_layer(p.t_indptr for p in patterns), per_layer(p.t_indices for p in patterns),
+            per_layer(p.perm for p in patterns), per_layer(layer.values for layer in sparse),
+            per_layer(layer.biases for layer in sparse),
+            tuple(cpu._often_picked(a[0], p.nnz) for a, p in zip(acts, patterns)) + (False,) * (count - len(sparse)),
+            with_head(acts),
+            per_layer(grouped(layer, "group input gradients", layer.input_size) for layer in layers[1:]),
+            with_head(layer._buffer("group weight gradients", (groups, layer.values.size)) for layer in layers),
+            with_head(layer._buffer("group bias gradients", (groups, layer.size)) for layer in layers),
             head.values, head.biases, grouped(head, "group outputs", head.size),
             grouped(head, "group loss gradients", head.size),
-            tuple(layer.grad_weights.reshape(-1) for layer in layers), tuple(layer.grad_biases for layer in layers))
+            with_head(layer.grad_weights.reshape(-1) for layer in layers),
+            with_head(layer.grad_biases for layer in layers))
         states = [slot.state for slot in slots]
         if optimizer.state_names == ("m", "v"):  # (Adam; _fits admits SGD otherwise)
             self.kernel = cpu_step.ADAM_STEP
-            self.arrays += (tuple(s["m"] for s in states), tuple(s["v"] for s in states), False)
+            self.arrays += (padded([s["m"] for s in states], 2 * count + 2),
+                            padded([s["v"] for s in states], 2 * count + 2), False)
         else:
             self.kernel = cpu_step.SGD_STEP
             momentum = bool(optimizer.momentum)
             zero = np.zeros(1, model.backend.dtype)  # (the velocity of SGD without momentum, never written)
-            velocity = tuple(s["velocity"] if momentum else zero for s in states)
+            velocity = padded([s["velocity"] if momentum else zero for s in states], 2 * count + 2)
             self.arrays += (velocity, velocity, momentum)
         self.key = key
         self.held = (slots, [layer._buffers for layer in layers])  # (alive while the key holds their ids)
@@ -130,7 +150,10 @@ def _fits(optimizer, model):
     for layer in layers:
         if layer.dropout or layer.training_mask is not None:
             return False
-    return all(layer.is_sparse and layer.activation == "relu" for layer in layers[:-1])
+    from ..kernels import cpu_step
+
+    return len(layers) - 1 <= cpu_step.MAX_LAYERS and all(layer.is_sparse and layer.activation == "relu"
+                                                          for layer in layers[:-1])
 
 
 def _plain_batch(model, inputs, labels):
