@@ -1,14 +1,15 @@
 """The compiled training step (:mod:`sparana.kernels.cpu_step`): when a step takes it, and its arrays.
 
 A step of :class:`~sparana.AdamOptimizer` or :class:`~sparana.SGDOptimizer` takes it on the CPU
-when the model is sparse ReLU layers under one dense head (linear or softmax, at most
-:data:`HEAD_CLASSES` units) trained whole with the cross-entropy, and nothing else asks for the
-layer-by-layer path: no dropout, no masks, no selection, no penalty the rules do not hold, inputs
-already of the model's float type and class ids as labels. Anything else takes the layer-by-layer
-path, which it matches to rounding (``tests/test_fused_step.py``).
+when the model is sparse ReLU layers (at most ``cpu_step.MAX_LAYERS``) under one dense head
+(linear or softmax, at most :data:`HEAD_CLASSES` units) trained whole with the cross-entropy, and
+nothing else asks for the layer-by-layer path: no dropout, no masks, no selection, inputs already
+of the model's float type and class ids as labels. Anything else takes the layer-by-layer path,
+which it matches to rounding (``tests/test_fused_step.py``).
 
-The step writes what the layer-by-layer path leaves behind too: every layer's gradients, the
-buffers of its inputs and outputs, and the optimizer's state, through the optimizer's own slots.
+The step leaves what the layer-by-layer path leaves for the next caller: every layer's gradients
+and the optimizer's state, through the optimizer's own slots. (Not the layers' activations, which
+are the column groups': a layer's backward pass needs a forward pass of its own first.)
 """
 
 from __future__ import annotations
