@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import sparana as sa
 from sparana import _threads
 from sparana._backend import ALIGNMENT, aligned_empty
-from sparana.kernels import SparsePattern, cpu, cpu_step, generic
+from sparana.kernels import SparsePattern, cpu, generic
 from sparana.kernels.rules import AdamStep, SGDStep
 
 
@@ -20,14 +20,13 @@ MODES = ("plain", "parallel")
 
 @contextlib.contextmanager
 def kernel_mode(mode):
-    """Force every CPU kernel call down one of its two compiles (see cpu._Kernel; the compiled
-    training step, which has the parallel one only, onto one thread or two).
+    """Force every CPU kernel call down one of its two compiles (see cpu._Kernel).
 
     "parallel" runs on two threads where Numba's pool has them, whatever the machine's load, and
     splits the sparse products into three row blocks per thread, so that blocks of every size
     (empty ones too) meet at their edges.
     """
-    kernels = [k for module in (cpu, cpu_step) for k in vars(module).values() if isinstance(k, cpu._Kernel)]
+    kernels = [k for k in vars(cpu).values() if isinstance(k, cpu._Kernel)]
     saved = cpu.PARALLEL_WORK, cpu.BLOCKS_PER_THREAD, _threads.usable_cpus, [k.threaded for k in kernels]
     if mode == "parallel":
         cpu.PARALLEL_WORK = 0

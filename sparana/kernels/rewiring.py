@@ -94,25 +94,16 @@ def _distinct(values):
     return values
 
 
-def _threshold(values, count, magnitude=False):
-    """A value that about 2 * ``count`` of ``values`` (of their magnitudes) lie above, from a sample,
-    so that only those are ranked; None for too few values to sample."""
-    if values.size <= 8 * count or values.size <= 4 * SAMPLE:
-        return None
-    sample = values[:: values.size // SAMPLE]
-    if magnitude:
-        sample = np.abs(sample)
-    q = sample.size - 1 - min(sample.size - 1, int(np.ceil(2.0 * count * sample.size / values.size)) + 8)
-    return np.partition(sample, q)[q]
-
-
 def _block_top(scores, count):
     """Indices of the ``count`` largest of the flat ``scores`` (all of them when fewer), O(n)."""
     if count >= scores.size:
         return np.arange(scores.size)
     candidates = None
-    threshold = _threshold(scores, count)
-    if threshold is not None:
+    if scores.size > 8 * count and scores.size > 4 * SAMPLE:
+        sample = scores[:: scores.size // SAMPLE]
+        # a threshold that leaves about 2 * count entries above it, so that only those are ranked
+        q = sample.size - 1 - min(sample.size - 1, int(np.ceil(2.0 * count * sample.size / scores.size)) + 8)
+        threshold = np.partition(sample, q)[q]
         above = np.flatnonzero(scores >= threshold)
         if above.size >= count:  # then the top ``count`` all lie above the threshold: exact
             candidates = above
@@ -121,11 +112,21 @@ def _block_top(scores, count):
     return candidates[np.argpartition(scores[candidates], candidates.size - count)[candidates.size - count:]]
 
 
+def _threshold(flat, count):
+    """A value that about 2 * ``count`` of |flat| lie above (from a sample), or None for a block
+    too small to sample."""
+    if flat.size <= 8 * count or flat.size <= 4 * SAMPLE:
+        return None
+    sample = np.abs(flat[:: flat.size // SAMPLE])
+    q = sample.size - 1 - min(sample.size - 1, int(np.ceil(2.0 * count * sample.size / flat.size)) + 8)
+    return np.partition(sample, q)[q]
+
+
 def _block_candidates(block, indptr, indices, r0, count):
     """(positions flat in ``block``, |gradient|) of the ``count`` largest entries not stored there
     (all of them when fewer)."""
     flat = block.reshape(-1)
-    threshold = _threshold(flat, count, magnitude=True)
+    threshold = _threshold(flat, count)
     if threshold is not None:
         room = min(flat.size, 4 * count + 1024)
         keys, scores = np.empty(room, np.int64), np.empty(room, flat.dtype)

@@ -38,12 +38,16 @@ def compiled_step(optimizer, inputs, labels):
     plan = getattr(optimizer, "_compiled_plan", None)
     if plan is None or plan.key != key:
         plan = optimizer._compiled_plan = _Plan(key, optimizer, slots, batch)
+    threads = min(plan.kernel.threads(batch * sum(layer.nnz for layer in model.layers[:-1])), plan.groups)
+    optimizer.last_batch = (inputs, labels)
+    optimizer.steps += 1
+    dtype = model.backend.dtype
+    weight_terms, bias_terms = optimizer._terms(batch)
+    scalars = (optimizer._record(weight_terms).scalars(dtype), optimizer._record(bias_terms).scalars(dtype))
+    ids = labels if labels.dtype == np.int64 else labels.astype(np.int64)
     # Always the parallel compile, on one thread where the machine or the work asks for one: a call a
     # step pays its few microseconds of launch once, and a second (plain) compile would cost seconds.
-    threads = max(1, min(plan.kernel.threads(batch * sum(layer.nnz for layer in model.layers[:-1])), plan.groups))
-    optimizer.last_batch = (inputs, labels)
-    scalars = tuple(record.scalars(model.backend.dtype) for record in optimizer._next_records(batch))
-    ids = labels if labels.dtype == np.int64 else labels.astype(np.int64)
+    threads = max(threads, 1)
     loss, error = plan.kernel.run(threads, inputs, *cpu_step.finite_check(inputs), ids, *plan.arrays, *scalars,
                                   optimizer.train_biases, threads)
     if error:

@@ -128,7 +128,10 @@ class Optimizer:
         model = self.model
         self.last_batch = (inputs, labels)
         value = model.backprop(inputs, labels, self.loss, self.backward_layers, self.reduction)
-        weight_step, bias_step = self._next_records(np.shape(inputs)[0] if np.ndim(inputs) == 2 else 1)
+        batch = np.shape(inputs)[0] if np.ndim(inputs) == 2 else 1
+        self.steps += 1
+        weight_terms, bias_terms = self._terms(batch)
+        weight_step, bias_step = self._record(weight_terms), self._record(bias_terms)
         for i in range(model._first_trained(self.backward_layers), model.depth):
             layer = model.layers[i]
             self._update(layer.values.reshape(-1), layer.grad_weights.reshape(-1), self._slot(i, layer, "weights"),
@@ -136,12 +139,6 @@ class Optimizer:
             if self.train_biases:
                 self._update(layer.biases, layer.grad_biases, self._slot(i, layer, "biases"), bias_step)
         return value
-
-    def _next_records(self, batch):
-        """Count a step and return its rule's records (weights, biases) for a batch of ``batch``."""
-        self.steps += 1
-        weight_terms, bias_terms = self._terms(batch)
-        return self._record(weight_terms), self._record(bias_terms)
 
     def _terms(self, batch):
         """This step's terms (see sparana.kernels.rules.Terms) for the weights and for the biases."""

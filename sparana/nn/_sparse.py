@@ -32,7 +32,7 @@ class SparseLayer(Layer):
         self._pattern = None
         self._data = None
         self._serial = 0
-        self._lineage = None  # (previous serial, where its kept entries land here, their index there)
+        self._lineage = None  # [previous serial, source of every entry (its index there, or -1), kept entries]
 
     @property
     def weights(self):
@@ -104,12 +104,8 @@ class SparseLayer(Layer):
         self.grad_weights = None
         self._version += 1
         previous, self._serial = self._serial, next(_SERIALS)
-        if source is None:
-            self._lineage = None
-        else:
-            source = np.asarray(source, dtype=_index_type(source))
-            kept = np.flatnonzero(source >= 0)
-            self._lineage = (previous, kept, source[kept])
+        # (previous serial, source of every entry, and where the kept ones land: computed when first asked)
+        self._lineage = None if source is None else [previous, np.asarray(source, dtype=_index_type(source)), None]
 
     @property
     def pattern_serial(self):
@@ -127,9 +123,13 @@ class SparseLayer(Layer):
             return array
         if self._lineage is None or self._lineage[0] != serial:
             return None
-        _, where, origin = self._lineage
+        source = self._lineage[1]
         xp = self.backend.xp if not isinstance(array, np.ndarray) else np
-        result = xp.full(self._pattern.nnz, fill, dtype=array.dtype)
+        if self._lineage[2] is None:  # (once per change: every array that follows it uses the same)
+            kept = source >= 0
+            self._lineage[2] = np.flatnonzero(kept), source[kept]
+        where, origin = self._lineage[2]
+        result = xp.full(source.shape, fill, dtype=array.dtype)
         result[xp.asarray(where)] = array.reshape(-1)[xp.asarray(origin)]
         return result
 

@@ -168,16 +168,21 @@ class Rewirer:
         loss, reduction = ("cross_entropy", None) if not optimizers else (optimizers[0].loss, optimizers[0].reduction)
         if self.loss is not None:
             loss, reduction = self.loss, None
-        grown = {}
+        gradients = {}
 
-        def rank(i, grad_z):
+        def keep(i, grad_z):
             if i in wanted:
-                _, indptr, indices = hosts[i]
-                grown[i], _ = rewiring.top_gradient_positions(to_host(grad_z), to_host(self.model.layers[i]._inputs),
-                                                              indptr, indices, wanted[i])
+                gradients[i] = to_host(grad_z, copy=True)
 
         self.model.backprop(inputs, labels, loss, backward_layers=self.model.depth - min(wanted), reduction=reduction,
-                            grad_hook=rank, parameter_gradients=False)
+                            grad_hook=keep, parameter_gradients=False)
+        # Ranked after the backward pass, not within it: BLAS's threads, spinning a while after each
+        # dense product, would take the cores from the sparse kernels of the backward pass.
+        grown = {}
+        for i, grad_z in gradients.items():
+            _, indptr, indices = hosts[i]
+            grown[i], _ = rewiring.top_gradient_positions(grad_z, to_host(self.model.layers[i]._inputs), indptr,
+                                                          indices, wanted[i])
         return grown
 
     def _last_batch(self, optimizers):
